@@ -1,0 +1,56 @@
+"""Errors with stable codes, so the CLI and callers can tell failures apart without parsing messages."""
+
+from __future__ import annotations
+
+
+class ReasonRAGError(Exception):
+    """Base of every error reasonrag raises on purpose; `code` is stable across releases."""
+
+    code = "REASONRAG_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class CorpusError(ReasonRAGError):
+    """A corpus file is malformed: the message names the file and line."""
+
+    code = "INVALID_CORPUS"
+
+
+class QuestionsError(ReasonRAGError):
+    """A questions file is malformed: the message names the file and line."""
+
+    code = "INVALID_QUESTIONS"
+
+
+class UnknownCorpusError(ReasonRAGError):
+    """A corpus name is neither shipped nor a path; the message lists the known ones."""
+
+    code = "UNKNOWN_CORPUS"
+
+
+class EncoderUnavailableError(ReasonRAGError):
+    """The sentence encoder cannot be loaded offline; the message says how to get it."""
+
+    code = "ENCODER_UNAVAILABLE"
+
+
+class InvalidIndexError(ReasonRAGError):
+    """A saved index is stale or unreadable."""
+
+    code = "INVALID_INDEX"
+
+
+class ModelError(ReasonRAGError):
+    """A trained artifact (reader, PRM, policy) is missing or does not match its manifest."""
+
+    code = "INVALID_MODEL"
+
+
+class InputError(ReasonRAGError):
+    """Bad user input on the command line or in the Python API (empty question, bad option)."""
+
+    code = "INVALID_INPUT"
