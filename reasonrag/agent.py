@@ -1,0 +1,207 @@
+"""The agent: a LangGraph StateGraph of retrieve -> extract -> synthesize, looping for more hops.
+
+State holds plain types only (strings, numbers, lists, dicts), so any checkpointer can save it and every
+step of the trajectory -- stage, action, what it saw, what came back, its probability and score -- is in
+the state, in checkpoints and in the stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import random
+import time
+from typing import Annotated, Any, Callable, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from .errors import InputError
+from .policy import Candidate, Policy, choose
+
+NOT_ENOUGH_EVIDENCE = "not enough evidence"
+
+
+class AgentState(TypedDict, total=False):
+    question: str
+    question_id: str
+    hop: int  # the current hop, from 0
+    max_hops: int
+    k: int  # passages per retrieve step
+    mode: str  # "greedy" or "sample"
+    seed: int
+    retrieved: list[dict]  # this hop's new passages: {id, title, sentences, score, hop}
+    seen: list[str]  # ids of every passage retrieved so far
+    evidence: list[dict]  # kept sentences: {passage_id, title, sentence_index, text, score, hop}
+    steps: Annotated[list[dict], operator.add]  # the trajectory
+    answer: str
+    status: str  # "running", "answered", "insufficient"
+
+
+StepScorer = Callable[[dict, dict], float]
+
+
+def _rng(state: dict, stage: str) -> random.Random:
+    """A generator fixed by (seed, question, position in the trajectory): sampled runs are reproducible."""
+    key = f"{state.get('seed', 0)}|{state['question']}|{len(state.get('steps', []))}|{stage}"
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
+def _emit(step: dict) -> None:
+    """Send a finished step to `stream_mode="custom"` listeners, if any."""
+    try:
+        from langgraph.config import get_stream_writer
+
+        get_stream_writer()({"step": step})
+    except Exception:  # noqa: BLE001 - outside a streaming run there is nobody to tell
+        pass
+
+
+def _step(state: dict, stage: str, cands: list[Candidate], idx: int, observation: Any, started: float) -> dict:
+    chosen = cands[idx]
+    return {
+        "stage": stage,
+        "hop": state.get("hop", 0),
+        "action": chosen.text,
+        "detail": chosen.action,
+        "prob": round(chosen.prob, 6),
+        "candidates": [{"text": c.text, "prob": round(c.prob, 6)} for c in cands],
+        "chosen": idx,
+        "observation": observation,
+        "score": None,
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+def build_agent(
+    corpus: str | Any = "hotpotqa",
+    *,
+    retriever: Any = None,
+    policy: Policy | None = None,
+    max_hops: int = 3,
+    k: int = 5,
+    scorer: StepScorer | None = None,
+    checkpointer: Any = None,
+    encoder: str | None = None,
+):
+    """Build and compile the agent graph.
+
+    `corpus` names a shipped corpus or a path (ignored when `retriever` is given). `retriever` may be
+    our DenseRetriever or any langchain-core BaseRetriever. `policy` defaults to the embedded policy.
+    `scorer(state, step) -> float` scores each step as it is made (process reward models plug in here).
+    Returns a compiled LangGraph graph: `graph.invoke({"question": ...})`.
+    """
+    from .retriever import as_search_backend
+
+    if max_hops < 1:
+        raise InputError(f"max_hops must be at least 1, got {max_hops}")
+    if k < 1:
+        raise InputError(f"k must be at least 1, got {k}")
+    if retriever is None:
+        from .corpus import Corpus
+        from .retriever import DenseRetriever
+
+        corpus_obj = Corpus.load(corpus) if isinstance(corpus, str) else corpus
+        retriever = DenseRetriever(corpus_obj, encoder)
+    search = as_search_backend(retriever)
+    if policy is None:
+        from .embedded_policy import EmbeddedPolicy
+
+        policy = EmbeddedPolicy()
+
+    def finish_step(state: dict, step: dict) -> dict:
+        if scorer is not None:
+            step["score"] = float(scorer(state, step))
+        _emit(step)
+        return step
+
+    def start(state: AgentState) -> dict:
+        question = (state.get("question") or "").strip()
+        if not question:
+            raise InputError("the question is empty")
+        return {
+            "question": question,
+            "hop": 0,
+            "max_hops": int(state.get("max_hops") or max_hops),
+            "k": int(state.get("k") or k),
+            "mode": state.get("mode") or "greedy",
+            "seed": int(state.get("seed") or 0),
+            "retrieved": [],
+            "seen": [],
+            "evidence": [],
+            "answer": "",
+            "status": "running",
+        }
+
+    def retrieve(state: AgentState) -> dict:
+        t0 = time.perf_counter()
+        cands = policy.propose("retrieve", state)
+        idx = choose(cands, state["mode"], _rng(state, "retrieve"))
+        query = cands[idx].action.get("query", cands[idx].text)
+        hits = search.search(query, k=state["k"], exclude=set(state["seen"]))
+        passages = [
+            {"id": h.passage.id, "title": h.passage.title, "sentences": list(h.passage.sentences),
+             "score": round(float(h.score), 4), "hop": state["hop"]}
+            for h in hits
+        ]
+        observation = [{"id": p["id"], "title": p["title"], "score": p["score"]} for p in passages]
+        step = finish_step(state, _step(state, "retrieve", cands, idx, observation, t0))
+        return {"retrieved": passages, "seen": state["seen"] + [p["id"] for p in passages], "steps": [step]}
+
+    def extract(state: AgentState) -> dict:
+        t0 = time.perf_counter()
+        cands = policy.propose("extract", state)
+        idx = choose(cands, state["mode"], _rng(state, "extract"))
+        kept = [dict(s, hop=state["hop"]) for s in cands[idx].action.get("sentences", [])]
+        observation = [{"title": s["title"], "text": s["text"], "score": s.get("score")} for s in kept]
+        step = finish_step(state, _step(state, "extract", cands, idx, observation, t0))
+        return {"evidence": state["evidence"] + kept, "steps": [step]}
+
+    def synthesize(state: AgentState) -> dict:
+        t0 = time.perf_counter()
+        cands = policy.propose("synthesize", state)
+        last_hop = state["hop"] + 1 >= state["max_hops"]
+        if last_hop:  # the budget is spent: an answer (or an explicit "not enough evidence") is forced
+            final = [c for c in cands if c.action.get("type") != "continue"]
+            cands = final or [Candidate("synthesize", NOT_ENOUGH_EVIDENCE, {"type": "insufficient"}, 1.0)]
+        idx = choose(cands, state["mode"], _rng(state, "synthesize"))
+        action = cands[idx].action
+        update: dict[str, Any] = {}
+        if action.get("type") == "continue":
+            update.update(hop=state["hop"] + 1, status="running")
+            observation = "another hop"
+        elif action.get("type") == "answer" and action.get("answer"):
+            update.update(answer=action["answer"], status="answered")
+            observation = action["answer"]
+        else:
+            update.update(answer=NOT_ENOUGH_EVIDENCE, status="insufficient")
+            observation = NOT_ENOUGH_EVIDENCE
+        step = finish_step(state, _step(state, "synthesize", cands, idx, observation, t0))
+        update["steps"] = [step]
+        return update
+
+    def after_synthesize(state: AgentState) -> str:
+        return "retrieve" if state.get("status") == "running" else END
+
+    graph = StateGraph(AgentState)
+    graph.add_node("start", start)
+    graph.add_node("retrieve", retrieve)
+    graph.add_node("extract", extract)
+    graph.add_node("synthesize", synthesize)
+    graph.add_edge(START, "start")
+    graph.add_edge("start", "retrieve")
+    graph.add_edge("retrieve", "extract")
+    graph.add_edge("extract", "synthesize")
+    graph.add_conditional_edges("synthesize", after_synthesize, ["retrieve", END])
+    return graph.compile(checkpointer=checkpointer, name="reasonrag")
+
+
+def recursion_limit(max_hops: int) -> int:
+    """LangGraph's step bound for a run of `max_hops` hops: set explicitly, never the library default."""
+    return 3 * max_hops + 4
+
+
+def run_agent(graph, question: str, *, max_hops: int = 3, config: dict | None = None, **inputs: Any) -> dict:
+    """Invoke the graph on one question with an explicit recursion limit; returns the final state."""
+    config = dict(config or {})
+    config.setdefault("recursion_limit", recursion_limit(max_hops))
+    return graph.invoke({"question": question, "max_hops": max_hops, **inputs}, config=config)

@@ -1,0 +1,199 @@
+"""The embedded default policy: the sentence encoder and the small trained reader, no generative model.
+
+retrieve   the first hop asks the question; later hops ask the question together with the evidence found so
+           far (as multi-hop dense retrieval does), or the evidence alone, or an entity it names.
+extract    the reader scores every sentence of the new passages against the question and the evidence so
+           far; candidates are the most likely sets of kept sentences under those scores.
+synthesize the reader reads the kept evidence and proposes answers (spans, yes, no) or another hop.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .policy import Candidate, normalise
+from .reader import Chunk, Reader, Reading
+
+
+@dataclass
+class EmbeddedPolicyConfig:
+    """Knobs chosen on `dev`; the defaults are the shipped choice."""
+
+    keep_threshold: float = 0.5  # a sentence whose reader score passes this is kept by the greedy set
+    max_keep: int = 3  # at most this many sentences kept per hop
+    continue_bias: float = 0.0  # added to the log-odds of another hop before normalising
+    query_with_evidence: float = 0.6  # prior of "question + evidence" among later-hop queries
+    query_evidence_only: float = 0.25
+    query_question: float = 0.15
+    reader_top_spans: int = 5
+
+
+def evidence_chunks(evidence: list[dict[str, Any]]) -> list[Chunk]:
+    """Group kept sentences by passage, in the order passages were found and sentences appear."""
+    order: "OrderedDict[str, list[dict]]" = OrderedDict()
+    for e in evidence:
+        order.setdefault(e["passage_id"], []).append(e)
+    chunks = []
+    for pid, items in order.items():
+        items = sorted(items, key=lambda e: e["sentence_index"])
+        chunks.append(Chunk(items[0]["title"], tuple(e["text"] for e in items), pid))
+    return chunks
+
+
+def _passage_chunk(p: dict[str, Any]) -> Chunk:
+    return Chunk(p["title"], tuple(p["sentences"]), p["id"])
+
+
+_MENTION = re.compile(r"(?:[A-Z][\w'&.-]*(?:\s+(?:of|the|and|de|von|van|du|la|le|in|on|for|&)\s+|\s+)?)+[A-Z0-9][\w'&.-]*")
+
+
+def mentions(text: str, question: str, limit: int = 3) -> list[str]:
+    """Capitalised names in `text` that the question does not already name: bridge-entity guesses."""
+    q = question.lower()
+    out: list[str] = []
+    for m in _MENTION.finditer(text):
+        name = m.group(0).strip(" .")
+        if len(name) < 3 or name.lower() in q or name in out:
+            continue
+        out.append(name)
+        if len(out) >= limit:
+            break
+    return out
+
+
+class EmbeddedPolicy:
+    """Policy over the encoder-only stack. Reading results are cached by what was read."""
+
+    def __init__(self, reader: Reader | None = None, config: EmbeddedPolicyConfig | None = None,
+                 cache_size: int = 4096) -> None:
+        self.reader = reader if reader is not None else Reader()
+        self.config = config or EmbeddedPolicyConfig()
+        self._cache: "OrderedDict[tuple, Reading]" = OrderedDict()
+        self._cache_size = cache_size
+        self.reads = 0  # windows actually run through the reader (cache misses)
+
+    # -- reading with a cache -------------------------------------------------------------------------
+    def read(self, question: str, contexts: list[list[Chunk]]) -> list[Reading]:
+        keys = [(question, tuple((c.passage_id, c.title, c.sentences) for c in ctx)) for ctx in contexts]
+        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        if missing:
+            fresh = self.reader.read(question, [contexts[i] for i in missing],
+                                     top_spans=self.config.reader_top_spans)
+            self.reads += len(missing)
+            for i, r in zip(missing, fresh):
+                self._cache[keys[i]] = r
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        out = []
+        for k in keys:
+            self._cache.move_to_end(k)
+            out.append(self._cache[k])
+        return out
+
+    # -- the three stages -------------------------------------------------------------------------------
+    def propose(self, stage: str, state: dict[str, Any]) -> list[Candidate]:
+        if stage == "retrieve":
+            return self.propose_queries(state)
+        if stage == "extract":
+            return self.propose_evidence(state)
+        if stage == "synthesize":
+            return self.propose_answers(state)
+        raise ValueError(f"unknown stage {stage!r}")
+
+    def propose_queries(self, state: dict[str, Any]) -> list[Candidate]:
+        question = state["question"]
+        evidence = state.get("evidence", [])
+        hop = state.get("hop", 0)
+        if hop == 0 or not evidence:
+            return [Candidate("retrieve", question, {"query": question}, 1.0)]
+        cfg = self.config
+        latest = [e["text"] for e in evidence if e["hop"] == max(x["hop"] for x in evidence)]
+        all_text = " ".join(e["text"] for e in evidence)
+        cands = [
+            Candidate("retrieve", f"{question} {all_text}", {"query": f"{question} {all_text}"},
+                      cfg.query_with_evidence),
+            Candidate("retrieve", " ".join(latest), {"query": " ".join(latest)}, cfg.query_evidence_only),
+            Candidate("retrieve", question, {"query": question}, cfg.query_question),
+        ]
+        names = mentions(" ".join(latest), question)
+        for i, name in enumerate(names):
+            q = f"{name} {question}"
+            cands.append(Candidate("retrieve", q, {"query": q}, 0.1 / (i + 1)))
+        return normalise(cands)
+
+    def score_sentences(self, state: dict[str, Any]) -> list[tuple[float, dict[str, Any], int]]:
+        """(reader score, passage, sentence index) for every sentence of this hop's passages."""
+        passages = state.get("retrieved", [])
+        if not passages:
+            return []
+        prior = evidence_chunks(state.get("evidence", []))
+        readings = self.read(state["question"], [prior + [_passage_chunk(p)] for p in passages])
+        scored = []
+        for p, r in zip(passages, readings):
+            ci = len(prior)
+            for si in range(len(p["sentences"])):
+                s = r.sentence_scores.get((ci, si))
+                if s is not None:
+                    scored.append((s, p, si))
+        scored.sort(key=lambda t: -t[0])
+        return scored
+
+    def propose_evidence(self, state: dict[str, Any]) -> list[Candidate]:
+        cfg = self.config
+        scored = self.score_sentences(state)
+        if not scored:
+            return [Candidate("extract", "(no evidence)", {"sentences": []}, 1.0)]
+        top = scored[: max(cfg.max_keep + 2, 5)]
+        # Candidate sets: the greedy threshold set and the best 1..max_keep sentences; each set's
+        # probability under independent keep/drop decisions on the top sentences.
+        sets: list[list[int]] = []
+        greedy = [i for i, (s, _, _) in enumerate(top) if s >= cfg.keep_threshold][: cfg.max_keep] or [0]
+        sets.append(greedy)
+        for n in range(1, min(cfg.max_keep, len(top)) + 1):
+            sets.append(list(range(n)))
+        if len(top) > 1:
+            sets.append([1])
+        cands = []
+        for chosen in sets:
+            logp = 0.0
+            for i, (s, _, _) in enumerate(top):
+                s = min(max(s, 1e-4), 1 - 1e-4)
+                logp += math.log(s if i in chosen else 1 - s)
+            items = [
+                {"passage_id": top[i][1]["id"], "title": top[i][1]["title"], "sentence_index": top[i][2],
+                 "text": top[i][1]["sentences"][top[i][2]], "score": round(top[i][0], 4)}
+                for i in sorted(chosen)
+            ]
+            text = " | ".join(f"{it['title']}: {it['text']}" for it in items)
+            cands.append(Candidate("extract", text, {"sentences": items}, math.exp(logp)))
+        return normalise(cands)
+
+    def propose_answers(self, state: dict[str, Any]) -> list[Candidate]:
+        cfg = self.config
+        evidence = state.get("evidence", [])
+        can_continue = state.get("hop", 0) + 1 < state.get("max_hops", 1)
+        if not evidence:
+            cands = [Candidate("synthesize", "(not enough evidence)",
+                               {"type": "insufficient", "answer": None}, 1.0)]
+            if can_continue:
+                cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, 1.0))
+            return normalise(cands)
+        (reading,) = self.read(state["question"], [evidence_chunks(evidence)])
+        kp = reading.kind_probs
+        cands = [
+            Candidate("synthesize", "yes", {"type": "answer", "answer": "yes"}, kp["yes"]),
+            Candidate("synthesize", "no", {"type": "answer", "answer": "no"}, kp["no"]),
+        ]
+        for text, p in reading.spans:
+            cands.append(Candidate("synthesize", text, {"type": "answer", "answer": text}, kp["span"] * p))
+        if can_continue:
+            odds = kp["insufficient"] / max(1 - kp["insufficient"], 1e-6)
+            p_cont = 1 / (1 + 1 / max(odds * math.exp(cfg.continue_bias), 1e-9))
+            scale = 1 - p_cont
+            cands = [Candidate(c.stage, c.text, c.action, c.prob * scale) for c in cands]
+            cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, p_cont))
+        return normalise(cands)
