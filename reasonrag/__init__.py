@@ -1,0 +1,68 @@
+"""reasonrag: agentic RAG driven by stage-specific process rewards.
+
+The public API lives here. Heavy modules (torch, transformers, faiss) load on first use, so
+`import reasonrag` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    CorpusError,
+    EncoderUnavailableError,
+    InputError,
+    InvalidIndexError,
+    ModelError,
+    QuestionsError,
+    ReasonRAGError,
+    UnknownCorpusError,
+)
+from .types import Hit, Passage, Question
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_agent": "agent",
+    "run_agent": "agent",
+    "AgentState": "agent",
+    "NOT_ENOUGH_EVIDENCE": "agent",
+    "Corpus": "corpus",
+    "load_passages": "corpus",
+    "load_questions": "corpus",
+    "known_corpora": "corpus",
+    "DenseIndex": "index",
+    "open_index": "index",
+    "DenseRetriever": "retriever",
+    "ReasonRAGRetriever": "retriever",
+    "LangChainRetrieverAdapter": "retriever",
+    "load_encoder": "encoder",
+    "Policy": "policy",
+    "Candidate": "policy",
+    "EmbeddedPolicy": "embedded_policy",
+    "EmbeddedPolicyConfig": "embedded_policy",
+    "Reader": "reader",
+    "Chunk": "reader",
+    "normalize_answer": "rewards",
+    "exact_match": "rewards",
+    "f1_score": "rewards",
+    "cover_em": "rewards",
+    "evaluate": "evaluate",
+}
+
+__all__ = sorted(
+    [
+        "CorpusError", "EncoderUnavailableError", "InputError", "InvalidIndexError", "ModelError",
+        "QuestionsError", "ReasonRAGError", "UnknownCorpusError", "Hit", "Passage", "Question",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'reasonrag' has no attribute {name!r}")
