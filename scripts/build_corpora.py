@@ -239,6 +239,9 @@ def sentence_level_questions(
             metadata["level"] = q["level"]
         metadata["gold_passages"] = gold
         metadata["supporting_facts"] = facts
+        # The question's own context paragraphs (gold and distractors): the distractor setting, and the
+        # hard negatives the reader trains on.
+        metadata["context_passages"] = dedupe(pid for ids in ids_by_title.values() for pid in ids)
         if "evidences" in q:  # 2Wiki's (subject, relation, object) triples
             metadata["evidences"] = q["evidences"]
         out.append(question_record(qid, q["question"], [q["answer"]], split_of[qid], metadata))
@@ -330,6 +333,7 @@ def build_musique(data_dir: Path, splits: dict[str, Any]) -> Built:
             "type": qid.split("__", 1)[0],  # "2hop", "3hop1", ... : MuSiQue's composition shape
             "hops": len(q["question_decomposition"]),
             "gold_passages": gold,
+            "context_passages": dedupe(pid for pid in pid_of_idx.values() if pid is not None),
             "question_decomposition": decomposition,
         }
         answers = [q["answer"], *q.get("answer_aliases", [])]
