@@ -51,13 +51,44 @@ _LAZY = {
     "evaluate": "evaluate",
 }
 
-__all__ = sorted(
-    [
-        "CorpusError", "EncoderUnavailableError", "InputError", "InvalidIndexError", "ModelError",
-        "QuestionsError", "ReasonRAGError", "UnknownCorpusError", "Hit", "Passage", "Question",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "AgentState",
+    "Candidate",
+    "Chunk",
+    "Corpus",
+    "CorpusError",
+    "DenseIndex",
+    "DenseRetriever",
+    "EmbeddedPolicy",
+    "EmbeddedPolicyConfig",
+    "EncoderUnavailableError",
+    "Hit",
+    "InputError",
+    "InvalidIndexError",
+    "LangChainRetrieverAdapter",
+    "ModelError",
+    "NOT_ENOUGH_EVIDENCE",
+    "Passage",
+    "Policy",
+    "Question",
+    "QuestionsError",
+    "Reader",
+    "ReasonRAGError",
+    "ReasonRAGRetriever",
+    "UnknownCorpusError",
+    "build_agent",
+    "cover_em",
+    "evaluate",
+    "exact_match",
+    "f1_score",
+    "known_corpora",
+    "load_encoder",
+    "load_passages",
+    "load_questions",
+    "normalize_answer",
+    "open_index",
+    "run_agent",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,8 @@ import hashlib
 import operator
 import random
 import time
-from typing import Annotated, Any, Callable, TypedDict
+from collections.abc import Callable
+from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
@@ -56,7 +57,9 @@ def _emit(step: dict) -> None:
         pass
 
 
-def _step(state: dict, stage: str, cands: list[Candidate], idx: int, observation: Any, started: float) -> dict:
+def _step(
+    state: dict, stage: str, cands: list[Candidate], idx: int, observation: Any, started: float
+) -> dict:
     chosen = cands[idx]
     return {
         "stage": stage,
@@ -139,8 +142,13 @@ def build_agent(
         query = cands[idx].action.get("query", cands[idx].text)
         hits = search.search(query, k=state["k"], exclude=set(state["seen"]))
         passages = [
-            {"id": h.passage.id, "title": h.passage.title, "sentences": list(h.passage.sentences),
-             "score": round(float(h.score), 4), "hop": state["hop"]}
+            {
+                "id": h.passage.id,
+                "title": h.passage.title,
+                "sentences": list(h.passage.sentences),
+                "score": round(float(h.score), 4),
+                "hop": state["hop"],
+            }
             for h in hits
         ]
         observation = [{"id": p["id"], "title": p["title"], "score": p["score"]} for p in passages]

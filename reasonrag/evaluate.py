@@ -8,8 +8,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .agent import run_agent
 from .rewards import cover_em, exact_match, f1_score

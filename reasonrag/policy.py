@@ -54,8 +54,12 @@ def normalise(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(out, key=lambda c: -c.prob)
 
 
-def choose(candidates: list[Candidate], mode: str = "greedy", rng: random.Random | None = None,
-           temperature: float = 1.0) -> int:
+def choose(
+    candidates: list[Candidate],
+    mode: str = "greedy",
+    rng: random.Random | None = None,
+    temperature: float = 1.0,
+) -> int:
     """Index of the chosen candidate: the most probable (greedy) or a sample (sample)."""
     if not candidates:
         raise ValueError("no candidates to choose from")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -181,7 +181,9 @@ class ReaderModel(nn.Module):
             member = (sentence_of_token.unsqueeze(1) == ids.view(1, -1, 1)).to(hidden.dtype)
             counts = member.sum(-1, keepdim=True)
             pooled = member @ hidden / counts.clamp(min=1.0)
-            sentence_logits = self.sentence_head(pooled).squeeze(-1).masked_fill(counts.squeeze(-1) == 0, -1e4)
+            sentence_logits = (
+                self.sentence_head(pooled).squeeze(-1).masked_fill(counts.squeeze(-1) == 0, -1e4)
+            )
         else:
             sentence_logits = hidden.new_zeros((hidden.shape[0], 0))
         return {
@@ -206,7 +208,9 @@ def _backbone_from_encoder(encoder_path: str) -> tuple[nn.Module, object, int]:
 def trainable_state(model: ReaderModel) -> dict[str, torch.Tensor]:
     """What is shipped: the trained parameters only; frozen ones come unchanged from the encoder package."""
     return {
-        name: param.detach().cpu().contiguous() for name, param in model.named_parameters() if param.requires_grad
+        name: param.detach().cpu().contiguous()
+        for name, param in model.named_parameters()
+        if param.requires_grad
     }
 
 

@@ -23,7 +23,16 @@ import torch
 from torch import nn
 
 from .corpus import Corpus
-from .reader import KINDS, Chunk, ReaderModel, Window, _backbone_from_encoder, collate, make_window, trainable_state
+from .reader import (
+    KINDS,
+    Chunk,
+    ReaderModel,
+    Window,
+    _backbone_from_encoder,
+    collate,
+    make_window,
+    trainable_state,
+)
 from .rewards import exact_match, f1_score
 from .types import Passage, Question
 
@@ -155,7 +164,9 @@ class ExampleBuilder:
             others = [g for g in gold_p if g.id != first.id]
             p = rng.choice(others) if rng.random() < 0.6 or len(negatives) < 2 else negatives[1]
             ev = evidence(first)
-            examples.append(self._example(question, [ev, full(p)], [[-1.0] * len(ev.sentences), labels(p)], None))
+            examples.append(
+                self._example(question, [ev, full(p)], [[-1.0] * len(ev.sentences), labels(p)], None)
+            )
         # Answer: all gold evidence, shuffled, with up to two distractor sentences.
         chunks = [evidence(p) for p in gold_p]
         lab = [[1.0 if has_sentences else -1.0] * len(c.sentences) for c in chunks]
@@ -166,7 +177,9 @@ class ExampleBuilder:
         order = list(range(len(chunks)))
         rng.shuffle(order)
         examples.append(
-            self._example(question, [chunks[i] for i in order], [lab[i] for i in order], _answer_kind(question))
+            self._example(
+                question, [chunks[i] for i in order], [lab[i] for i in order], _answer_kind(question)
+            )
         )
         # Insufficient: evidence of all but one gold passage (every other question).
         if len(gold_p) >= 2 and rng.random() < 0.5:
@@ -213,7 +226,9 @@ def _batches(examples: list[Example], size: int, rng: random.Random) -> list[lis
 
 
 @torch.inference_mode()
-def evaluate_reader(model: ReaderModel, examples: list[Example], questions: dict[int, Question], pad_id: int) -> dict:
+def evaluate_reader(
+    model: ReaderModel, examples: list[Example], questions: dict[int, Question], pad_id: int
+) -> dict:
     """Answer EM/F1 on gold-evidence windows and sentence accuracy on hop windows."""
     from .reader import best_spans
 
@@ -250,7 +265,9 @@ def evaluate_reader(model: ReaderModel, examples: list[Example], questions: dict
     }
 
 
-def _examples_for(corpora: list[Corpus], split: str, tokenizer, cfg: ReaderTrainingConfig, rng) -> tuple[list, dict]:
+def _examples_for(
+    corpora: list[Corpus], split: str, tokenizer, cfg: ReaderTrainingConfig, rng
+) -> tuple[list, dict]:
     examples: list[Example] = []
     owner: dict[int, Question] = {}
     for corpus in corpora:
@@ -307,7 +324,9 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps)
+    )
     print(f"reader: {len(train)} train windows, {len(dev)} dev windows, {steps} steps", file=sys.stderr)
     history = []
     started = time.time()
@@ -363,8 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", default=None, help="sentence-transformers name or path of the base encoder")
     args = ap.parse_args(argv)
     cfg = ReaderTrainingConfig(
-        corpora=args.corpora, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        max_length=args.max_length, train_layers=args.train_layers, seed=args.seed, limit=args.limit,
+        corpora=args.corpora,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        train_layers=args.train_layers,
+        seed=args.seed,
+        limit=args.limit,
         encoder=args.encoder,
     )
     torch.set_num_threads(max(1, os.cpu_count() or 1))

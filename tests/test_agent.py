@@ -124,7 +124,10 @@ def test_any_langchain_retriever_can_replace_ours(tiny_corpus, policy):
         def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun):
             words = {w.strip("?,.").lower() for w in query.split() if len(w) > 3}
             ranked = sorted(passages.values(), key=lambda p: -len(words & set(p.contents.lower().split())))
-            return [Document(page_content=p.text, metadata={"id": p.id, "title": p.title}) for p in ranked[: self.k]]
+            return [
+                Document(page_content=p.text, metadata={"id": p.id, "title": p.title})
+                for p in ranked[: self.k]
+            ]
 
     graph = build_agent(retriever=KeywordRetriever(), policy=policy, max_hops=2, k=3)
     state = run_agent(graph, "Who wrote the novel The Quiet Orchard?", max_hops=2)
@@ -158,7 +161,9 @@ def test_agent_works_as_a_subgraph(agent):
     outer.add_node("qa", agent)
     outer.add_edge(START, "qa")
     outer.add_edge("qa", END)
-    result = outer.compile().invoke({"question": "Who wrote the novel The Quiet Orchard?"}, {"recursion_limit": 40})
+    result = outer.compile().invoke(
+        {"question": "Who wrote the novel The Quiet Orchard?"}, {"recursion_limit": 40}
+    )
     assert result["answer"] and result["steps"]
 
 

@@ -46,12 +46,34 @@ def test_ask_prints_steps_readably(capsys):
 
 def test_eval_reports_the_contract_fields_and_writes_predictions(tmp_path, capsys):
     preds = tmp_path / "preds.jsonl"
-    code = main(["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--json", "--no-progress",
-                 "-k", "3", "--predictions", str(preds)])
+    code = main(
+        [
+            "eval",
+            "--corpus",
+            CORPUS,
+            "--questions",
+            QUESTIONS,
+            "--json",
+            "--no-progress",
+            "-k",
+            "3",
+            "--predictions",
+            str(preds),
+        ]
+    )
     assert code == 0
     summary = last_json(capsys.readouterr().out)
-    for key in ("n", "em", "f1", "cover_em", "retrieval_recall", "evidence_recall", "mean_hops",
-                "latency_p50_s", "latency_p95_s"):
+    for key in (
+        "n",
+        "em",
+        "f1",
+        "cover_em",
+        "retrieval_recall",
+        "evidence_recall",
+        "mean_hops",
+        "latency_p50_s",
+        "latency_p95_s",
+    ):
         assert key in summary
     assert summary["n"] == 4
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
@@ -60,8 +82,26 @@ def test_eval_reports_the_contract_fields_and_writes_predictions(tmp_path, capsy
 
 
 def test_eval_split_and_limit(capsys):
-    assert main(["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--split", "test", "--limit", "1",
-                 "--json", "--no-progress", "-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--corpus",
+                CORPUS,
+                "--questions",
+                QUESTIONS,
+                "--split",
+                "test",
+                "--limit",
+                "1",
+                "--json",
+                "--no-progress",
+                "-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert last_json(capsys.readouterr().out)["n"] == 1
 
 
