@@ -30,7 +30,7 @@ class AgentState(TypedDict, total=False):
     k: int  # passages per retrieve step
     mode: str  # "greedy" or "sample"
     seed: int
-    retrieved: list[dict]  # this hop's new passages: {id, title, sentences, score, hop}
+    retrieved: list[dict]  # every passage retrieved so far: {id, title, sentences, score, hop}
     seen: list[str]  # ids of every passage retrieved so far
     evidence: list[dict]  # kept sentences: {passage_id, title, sentence_index, text, score, hop}
     steps: Annotated[list[dict], operator.add]  # the trajectory
@@ -153,7 +153,11 @@ def build_agent(
         ]
         observation = [{"id": p["id"], "title": p["title"], "score": p["score"]} for p in passages]
         step = finish_step(state, _step(state, "retrieve", cands, idx, observation, t0))
-        return {"retrieved": passages, "seen": state["seen"] + [p["id"] for p in passages], "steps": [step]}
+        return {
+            "retrieved": state["retrieved"] + passages,
+            "seen": state["seen"] + [p["id"] for p in passages],
+            "steps": [step],
+        }
 
     def extract(state: AgentState) -> dict:
         t0 = time.perf_counter()

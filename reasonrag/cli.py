@@ -48,6 +48,13 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-k", "--k", type=int, default=5, help="passages per retrieve step (default: 5)")
     g.add_argument("--sample", action="store_true", help="sample actions from the policy instead of greedy")
     g.add_argument("--seed", type=int, default=0, help="seed for --sample (default: 0)")
+    g.add_argument(
+        "--policy-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a knob of the embedded policy, e.g. keep_threshold=0.4 (repeatable; see EmbeddedPolicyConfig)",
+    )
 
 
 def _build(args: argparse.Namespace):
@@ -59,9 +66,34 @@ def _build(args: argparse.Namespace):
 
     corpus = Corpus.load(args.corpus)
     retriever = DenseRetriever(corpus, args.encoder)
-    policy = EmbeddedPolicy(Reader(args.reader, args.encoder))
+    policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
     graph = build_agent(retriever=retriever, policy=policy, max_hops=args.max_hops, k=args.k)
     return corpus, graph
+
+
+def policy_config(options: list[str]):
+    """EmbeddedPolicyConfig from KEY=VALUE strings, with a clear error for unknown keys or bad values."""
+    from dataclasses import fields
+
+    from .embedded_policy import EmbeddedPolicyConfig
+
+    known = {f.name: f for f in fields(EmbeddedPolicyConfig)}
+    values = {}
+    for option in options:
+        key, sep, raw = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise InputError(
+                f"--policy-option {option!r}: use KEY=VALUE with KEY one of {', '.join(sorted(known))}"
+            )
+        default = getattr(EmbeddedPolicyConfig(), key)
+        try:
+            values[key] = type(default)(raw)
+        except ValueError:
+            raise InputError(
+                f"--policy-option {option!r}: {raw!r} is not a {type(default).__name__}"
+            ) from None
+    return EmbeddedPolicyConfig(**values)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:

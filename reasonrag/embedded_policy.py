@@ -30,6 +30,7 @@ class EmbeddedPolicyConfig:
     query_evidence_only: float = 0.25
     query_question: float = 0.15
     reader_top_spans: int = 5
+    reread_hops: int = 1  # extraction also re-reads the passages of this many earlier hops
 
 
 def evidence_chunks(evidence: list[dict[str, Any]]) -> list[Chunk]:
@@ -134,18 +135,25 @@ class EmbeddedPolicy:
         return normalise(cands)
 
     def score_sentences(self, state: dict[str, Any]) -> list[tuple[float, dict[str, Any], int]]:
-        """(reader score, passage, sentence index) for every sentence of this hop's passages."""
-        passages = state.get("retrieved", [])
+        """(reader score, passage, sentence index) for every sentence not yet kept of the recent passages.
+
+        Passages of earlier hops are read again in the light of the evidence found since: a bridge passage
+        often arrives one hop before the evidence that shows it matters.
+        """
+        hop = state.get("hop", 0)
+        passages = [p for p in state.get("retrieved", []) if p.get("hop", 0) >= hop - self.config.reread_hops]
         if not passages:
             return []
-        prior = evidence_chunks(state.get("evidence", []))
+        evidence = state.get("evidence", [])
+        kept = {(e["passage_id"], e["sentence_index"]) for e in evidence}
+        prior = evidence_chunks(evidence)
         readings = self.read(state["question"], [prior + [_passage_chunk(p)] for p in passages])
         scored = []
         for p, r in zip(passages, readings):
             ci = len(prior)
             for si in range(len(p["sentences"])):
                 s = r.sentence_scores.get((ci, si))
-                if s is not None:
+                if s is not None and (p["id"], si) not in kept:
                     scored.append((s, p, si))
         scored.sort(key=lambda t: -t[0])
         return scored
