@@ -31,6 +31,7 @@ from .reader import (
     _backbone_from_encoder,
     collate,
     make_window,
+    render_context,
     trainable_state,
 )
 from .rewards import exact_match, f1_score
@@ -42,10 +43,11 @@ class ReaderTrainingConfig:
     """Everything that decides the shipped reader; saved in its manifest."""
 
     corpora: list[str] = field(default_factory=lambda: ["hotpotqa", "2wikimultihopqa"])
-    epochs: int = 3
-    lr: float = 5e-5
+    epochs: int = 4
+    lr: float = 1e-4
+    head_lr_scale: float = 10.0  # fresh heads learn faster than the pretrained layers under them
     batch_size: int = 16
-    max_length: int = 320
+    max_length: int = 256
     train_layers: int = 4  # the top N transformer layers are trained, the rest stay as in the encoder
     seed: int = 0
     limit: int | None = None  # questions per corpus, for quick runs
@@ -105,6 +107,11 @@ def _find_span(window: Window, answers: list[str], prefer: list[tuple[int, int]]
     return None
 
 
+def _inside(window: Window, span: tuple[int, int], ranges: list[tuple[int, int]]) -> bool:
+    c0 = window.offsets[span[0]][0]
+    return any(a <= c0 < b for a, b in ranges)
+
+
 class ExampleBuilder:
     """Turns one question into supervised reader windows."""
 
@@ -122,13 +129,12 @@ class ExampleBuilder:
         sentence_labels = [labels_by_chunk[c][s] for c, s in w.sentences]
         start = end = -100
         kind_id = KINDS.index(kind) if kind else -100
-        if kind == "span":
-            from .reader import render_context
-
+        if kind in ("span", None) and _answer_kind(question) == "span":
             _, spans = render_context(chunks)
-            prefer = [(a, b) for c, s, a, b in spans if labels_by_chunk[c][s] == 1.0]
-            found = _find_span(w, question.golden_answers, prefer)
-            if found is not None:
+            support = [(a, b) for c, s, a, b in spans if labels_by_chunk[c][s] == 1.0]
+            found = _find_span(w, question.golden_answers, support)
+            # Outside answer windows, teach "where the answer is" only when it sits in gold evidence.
+            if found is not None and (kind == "span" or _inside(w, found, support)):
                 start, end = found
         return Example(w, sentence_labels, kind_id, start, end)
 
@@ -167,20 +173,21 @@ class ExampleBuilder:
             examples.append(
                 self._example(question, [ev, full(p)], [[-1.0] * len(ev.sentences), labels(p)], None)
             )
-        # Answer: all gold evidence, shuffled, with up to two distractor sentences.
-        chunks = [evidence(p) for p in gold_p]
-        lab = [[1.0 if has_sentences else -1.0] * len(c.sentences) for c in chunks]
-        for p in negatives[2 : 2 + rng.randint(0, 1)] + negatives[:1] * rng.randint(0, 1):
-            i = rng.randrange(len(p.sentences))
-            chunks.append(Chunk(p.title, (p.sentences[i],), p.id))
-            lab.append([0.0 if has_sentences else -1.0])
-        order = list(range(len(chunks)))
-        rng.shuffle(order)
-        examples.append(
-            self._example(
-                question, [chunks[i] for i in order], [lab[i] for i in order], _answer_kind(question)
+        # Answer: all gold evidence, shuffled, with up to two distractor sentences (two variants).
+        for _ in range(2):
+            chunks = [evidence(p) for p in gold_p]
+            lab = [[1.0 if has_sentences else -1.0] * len(c.sentences) for c in chunks]
+            for p in negatives[2 : 2 + rng.randint(0, 1)] + negatives[:1] * rng.randint(0, 1):
+                i = rng.randrange(len(p.sentences))
+                chunks.append(Chunk(p.title, (p.sentences[i],), p.id))
+                lab.append([0.0 if has_sentences else -1.0])
+            order = list(range(len(chunks)))
+            rng.shuffle(order)
+            examples.append(
+                self._example(
+                    question, [chunks[i] for i in order], [lab[i] for i in order], _answer_kind(question)
+                )
             )
-        )
         # Insufficient: evidence of all but one gold passage (every other question).
         if len(gold_p) >= 2 and rng.random() < 0.5:
             drop = rng.randrange(len(gold_p))
@@ -305,7 +312,7 @@ def save_reader(model: ReaderModel, out_dir: Path, manifest: dict) -> None:
 def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
     from tqdm import tqdm
 
-    from .encoder import encoder_fingerprint, resolve_encoder
+    from .encoder import resolve_encoder
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -322,7 +329,14 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
     dev, dev_owner = _examples_for(corpora, "dev", tokenizer, cfg, random.Random(cfg.seed + 1))
     train, _ = _examples_for(corpora, "train", tokenizer, cfg, rng)
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    head_params = [
+        p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")
+    ]
+    body_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+    optim = torch.optim.AdamW(
+        [{"params": body_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.lr * cfg.head_lr_scale}],
+        weight_decay=0.01,
+    )
     steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps)
@@ -349,19 +363,26 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
         metrics["epoch"] = epoch + 1
         history.append(metrics)
         print(f"dev after epoch {epoch + 1}: {metrics}", file=sys.stderr)
-    manifest = {
+        save_reader(model, out_dir, _manifest(cfg, history, len(train), started))  # survives a kill
+    manifest = _manifest(cfg, history, len(train), started)
+    save_reader(model, out_dir, manifest)
+    return manifest
+
+
+def _manifest(cfg: ReaderTrainingConfig, history: list, train_windows: int, started: float) -> dict:
+    from .encoder import encoder_fingerprint
+
+    return {
         "kind": "reasonrag-reader",
         "format": 1,
         "encoder": encoder_fingerprint(cfg.encoder),
         "config": asdict(cfg),
         "dev": history,
-        "train_windows": len(train),
+        "train_windows_per_epoch": train_windows,
         "train_seconds": round(time.time() - started, 1),
         "torch": torch.__version__,
         "command": "python -m reasonrag.reader_training " + " ".join(sys.argv[1:]),
     }
-    save_reader(model, out_dir, manifest)
-    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpora", nargs="+", default=defaults.corpora, help="shipped corpora to train on")
     ap.add_argument("--epochs", type=int, default=defaults.epochs)
     ap.add_argument("--lr", type=float, default=defaults.lr)
+    ap.add_argument("--head-lr-scale", type=float, default=defaults.head_lr_scale)
     ap.add_argument("--batch-size", type=int, default=defaults.batch_size)
     ap.add_argument("--max-length", type=int, default=defaults.max_length)
     ap.add_argument("--train-layers", type=int, default=defaults.train_layers)
@@ -385,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         corpora=args.corpora,
         epochs=args.epochs,
         lr=args.lr,
+        head_lr_scale=args.head_lr_scale,
         batch_size=args.batch_size,
         max_length=args.max_length,
         train_layers=args.train_layers,
