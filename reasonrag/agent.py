@@ -75,6 +75,20 @@ def _step(
     }
 
 
+def merged_search(search: Any, queries: list[str], k: int, exclude: set[str]) -> list:
+    """Top-k for one query, or the round-robin union of several queries' results (no duplicates)."""
+    if len(queries) == 1:
+        return search.search(queries[0], k=k, exclude=exclude)
+    ranked = [search.search(q, k=k, exclude=exclude) for q in queries]
+    hits, ids = [], set()
+    for rank in range(k):
+        for result in ranked:
+            if rank < len(result) and result[rank].passage.id not in ids:
+                hits.append(result[rank])
+                ids.add(result[rank].passage.id)
+    return hits[:k]
+
+
 def build_agent(
     corpus: str | Any = "hotpotqa",
     *,
@@ -139,8 +153,9 @@ def build_agent(
         t0 = time.perf_counter()
         cands = policy.propose("retrieve", state)
         idx = choose(cands, state["mode"], _rng(state, "retrieve"))
-        query = cands[idx].action.get("query", cands[idx].text)
-        hits = search.search(query, k=state["k"], exclude=set(state["seen"]))
+        action = cands[idx].action
+        queries = action.get("queries") or [action.get("query", cands[idx].text)]
+        hits = merged_search(search, queries, state["k"], set(state["seen"]))
         passages = [
             {
                 "id": h.passage.id,

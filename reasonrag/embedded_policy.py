@@ -26,9 +26,12 @@ class EmbeddedPolicyConfig:
     keep_threshold: float = 0.5  # a sentence whose reader score passes this is kept by the greedy set
     max_keep: int = 3  # at most this many sentences kept per hop
     continue_bias: float = 0.0  # added to the log-odds of another hop before normalising
-    query_with_evidence: float = 0.6  # prior of "question + evidence" among later-hop queries
-    query_evidence_only: float = 0.25
-    query_question: float = 0.15
+    # Priors of the later-hop query candidates (the first hop asks the question).
+    query_union: float = 0.4  # "question + evidence" together with the first entity the evidence names
+    query_with_evidence: float = 0.3
+    query_evidence_only: float = 0.1
+    query_question: float = 0.05
+    query_entity: float = 0.15
     reader_top_spans: int = 5
     reread_hops: int = 1  # extraction also re-reads the passages of this many earlier hops
 
@@ -116,22 +119,24 @@ class EmbeddedPolicy:
         if hop == 0 or not evidence:
             return [Candidate("retrieve", question, {"query": question}, 1.0)]
         cfg = self.config
-        latest = [e["text"] for e in evidence if e["hop"] == max(x["hop"] for x in evidence)]
-        all_text = " ".join(e["text"] for e in evidence)
+        latest_hop = max(e["hop"] for e in evidence)
+        latest = " ".join(e["text"] for e in evidence if e["hop"] == latest_hop)
+        with_evidence = f"{question} " + " ".join(e["text"] for e in evidence)
+        names = mentions(latest, question)
+
+        def cand(prob: float, *queries: str) -> Candidate:
+            return Candidate("retrieve", " || ".join(queries), {"queries": list(queries)}, prob)
+
         cands = [
-            Candidate(
-                "retrieve",
-                f"{question} {all_text}",
-                {"query": f"{question} {all_text}"},
-                cfg.query_with_evidence,
-            ),
-            Candidate("retrieve", " ".join(latest), {"query": " ".join(latest)}, cfg.query_evidence_only),
-            Candidate("retrieve", question, {"query": question}, cfg.query_question),
+            cand(cfg.query_with_evidence, with_evidence),
+            cand(cfg.query_evidence_only, latest),
+            cand(cfg.query_question, question),
         ]
-        names = mentions(" ".join(latest), question)
+        if names:
+            # The union of "question + evidence" and the first bridge entity: best on dev of both corpora.
+            cands.insert(0, cand(cfg.query_union, with_evidence, names[0]))
         for i, name in enumerate(names):
-            q = f"{name} {question}"
-            cands.append(Candidate("retrieve", q, {"query": q}, 0.1 / (i + 1)))
+            cands.append(cand(cfg.query_entity / (i + 1), f"{name} {question}"))
         return normalise(cands)
 
     def score_sentences(self, state: dict[str, Any]) -> list[tuple[float, dict[str, Any], int]]:
