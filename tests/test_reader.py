@@ -1,0 +1,88 @@
+"""The embedded reader: input packing, the shipped weights, and a training round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasonrag import ModelError
+from reasonrag.reader import SHIPPED_READER, Chunk, Reader, make_window, render_context
+
+CHUNKS = [
+    Chunk(
+        "Miriam Okafor",
+        ("Miriam Okafor is a Nigerian-British film director.", "She was born in Enugu, Nigeria."),
+    ),
+    Chunk("Lisbon", ("Lisbon is the capital and largest city of Portugal.",)),
+]
+
+
+@pytest.fixture(scope="module")
+def reader() -> Reader:
+    return Reader()
+
+
+def test_context_rendering_keeps_every_sentence_addressable():
+    context, spans = render_context(CHUNKS)
+    for ci, si, a, b in spans:
+        assert context[a:b] == CHUNKS[ci].sentences[si]
+    assert context.startswith("Miriam Okafor: ")
+
+
+def test_window_maps_tokens_to_sentences_and_drops_what_does_not_fit(reader):
+    w = make_window(reader.tokenizer, "Where was she born?", CHUNKS, 384)
+    assert w.sentences == [(0, 0), (0, 1), (1, 0)]
+    tokens_of_second = [t for t, s in enumerate(w.sentence_of_token) if s == 1]
+    text = w.context[w.offsets[tokens_of_second[0]][0] : w.offsets[tokens_of_second[-1]][1]]
+    assert text == "She was born in Enugu, Nigeria."
+    short = make_window(reader.tokenizer, "Where was she born?", CHUNKS, 24)
+    assert len(short.input_ids) <= 24 and len(short.sentences) < 3
+
+
+def test_shipped_reader_finds_the_evidence_and_the_answer(reader):
+    (reading,) = reader.read("Where was the film director Miriam Okafor born?", [CHUNKS])
+    scores = reading.sentence_scores
+    assert scores[(0, 1)] > scores[(1, 0)]
+    assert reading.kind_probs["span"] > max(reading.kind_probs["yes"], reading.kind_probs["no"])
+    assert "Enugu" in reading.spans[0][0]
+    assert abs(sum(reading.kind_probs.values()) - 1) < 1e-5
+
+
+def test_shipped_reader_answers_yes_no(reader):
+    chunks = [
+        Chunk("Red Kestrel", ("Red Kestrel is a British rock band formed in Leeds.",)),
+        Chunk("Stone Harbour", ("Stone Harbour is a British rock band formed in York.",)),
+    ]
+    (reading,) = reader.read("Are Red Kestrel and Stone Harbour both British bands?", [chunks])
+    assert reading.kind_probs["yes"] > reading.kind_probs["no"]
+
+
+def test_shipped_reader_is_small_and_reproducible():
+    size = sum(f.stat().st_size for f in SHIPPED_READER.iterdir())
+    assert size < 30 * 1024 * 1024
+    manifest = json.loads((SHIPPED_READER / "manifest.json").read_text())
+    assert manifest["command"].startswith("python -m reasonrag.reader_training")
+    assert set(manifest["config"]["corpora"]) <= {"hotpotqa", "2wikimultihopqa"}  # never trained on MuSiQue
+
+
+def test_missing_reader_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="reader_training"):
+        Reader(tmp_path)
+
+
+def test_training_round_trip(tmp_path):
+    from reasonrag.reader_training import main
+
+    out = tmp_path / "reader"
+    assert (
+        main(
+            ["--out", str(out), "--limit", "2", "--epochs", "1", "--batch-size", "4", "--corpora", "hotpotqa"]
+        )
+        == 0
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["limit"] == 2 and manifest["dev"][0]["epoch"] == 1
+    trained = Reader(out)
+    (reading,) = trained.read("Where was she born?", [CHUNKS])
+    assert set(reading.kind_probs) == {"span", "yes", "no", "insufficient"}
