@@ -11,12 +11,29 @@ On disk an index is a directory with no pickle in it:
 
 Saving writes a temporary directory beside the target, fsyncs it and renames it into place, so an
 interrupted save never leaves a half-written index and never destroys the previous one.
+
+Builds that save (`open_index`, `build_index`) are resumable. While encoding they checkpoint the
+embeddings, a chunk of `checkpoint_every` passages at a time, into a work directory beside the target:
+
+    <target>.partial/
+        partial.json         corpus checksum and text hash, encoder fingerprint, dtype, chunk and batch
+                             size, passage count, and the sha256 of every finished chunk
+        chunk-000000.npy     the embeddings (in the index's dtype) of one chunk of passages
+        ...
+
+Each chunk is written to a temporary file, fsynced and renamed into place, then recorded in
+partial.json (itself replaced atomically). A build interrupted by a crash or Ctrl-C leaves the previous
+index untouched and the finished chunks on disk; the next build of the same corpus with the same encoder
+and settings into the same target reuses them and encodes only the rest. Chunks made for anything else
+are discarded, with a line on stderr saying why. The work directory is deleted once the finished index
+is saved.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import os
@@ -46,6 +63,10 @@ DEFAULT_EXACT_THRESHOLD = 100_000
 DEFAULT_OVERSAMPLE = 4
 DEFAULT_NPROBE = 16
 _ENCODE_CHUNK_BATCHES = 4  # batches per encoder call: the progress bar moves once per call
+DEFAULT_CHECKPOINT_EVERY = 4096  # passages per checkpointed chunk of a resumable build
+PARTIAL_SUFFIX = ".partial"
+PARTIAL_META = "partial.json"
+PARTIAL_FORMAT = 1
 
 Rebuild = Literal["auto", "never", "always"]
 
@@ -134,23 +155,49 @@ class DenseIndex:
         oversample: int = DEFAULT_OVERSAMPLE,
         dtype: Literal["float16", "float32"] = "float16",
         seed: int = 0,
+        resume_dir: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     ) -> DenseIndex:
         """Encode `Passage.contents` of every passage and index the vectors.
 
         Exact search below `exact_threshold` passages, IVF (nlist ~ 4*sqrt(n)) with exact re-ranking of
         `k * oversample` candidates at or above it. The in-memory embeddings are rounded through `dtype`,
         so a freshly built index answers exactly like the same index saved and loaded again.
+
+        With `resume_dir`, the embeddings are checkpointed there every `checkpoint_every` passages, and
+        the chunks a previous, interrupted build of the same passages (same `corpus_checksum`, encoder,
+        dtype, batch size and `checkpoint_every`) left there are reused rather than encoded again. The
+        caller deletes `resume_dir` once the index is saved (`open_index` and `build_index` do).
         """
         if dtype not in ("float16", "float32"):
             raise InputError(f"dtype must be 'float16' or 'float32', not {dtype!r}")
         if oversample < 1:
             raise InputError(f"oversample must be >= 1, not {oversample}")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, not {batch_size}")
+        if checkpoint_every < 1:
+            raise InputError(f"checkpoint_every must be >= 1, not {checkpoint_every}")
         if not passages:
             raise InputError("cannot build an index of an empty corpus")
         fingerprint = encoder_fingerprint(encoder_name)
         encoder = load_encoder(encoder_name)
         started = time.perf_counter()
-        vectors = _encode_sorted([p.contents for p in passages], encoder, batch_size, show_progress)
+        texts = [p.contents for p in passages]
+        checkpoint = None
+        if resume_dir is not None:
+            identity = {
+                "format": PARTIAL_FORMAT,
+                "corpus_checksum": corpus_checksum,
+                "texts_sha256": _texts_sha256(texts),
+                "count": len(texts),
+                "encoder": fingerprint,
+                "dim": encoder.get_embedding_dimension(),
+                "dtype": dtype,
+                "chunk_size": int(checkpoint_every),
+                "batch_size": int(batch_size),
+            }
+            checkpoint = _Checkpoint.open(Path(resume_dir), identity)
+        vectors = _encode_sorted(texts, encoder, batch_size, show_progress, checkpoint)
         vectors = vectors.astype(dtype).astype(np.float32)
         n, dim = vectors.shape
         if fingerprint.get("dim") is not None and fingerprint["dim"] != dim:
@@ -413,11 +460,7 @@ def open_index(
     else:
         message = f"no index of corpus {corpus.name!r} yet; building it"
     print(f"reasonrag: {message} ({count} passages) into {cached}", file=sys.stderr, flush=True)
-    index = DenseIndex.build(
-        corpus.passages, encoder_name, corpus_checksum=checksum, show_progress=show_progress, **build_options
-    )
-    index.save(cached)
-    return index
+    return _build_and_save(corpus, cached, encoder_name, show_progress, build_options)
 
 
 def build_index(
@@ -428,15 +471,41 @@ def build_index(
     show_progress: bool = True,
     **build_options: Any,
 ) -> DenseIndex:
-    """Build the index of `corpus` and save it (atomically) to `out_dir`."""
+    """Build the index of `corpus` and save it (atomically) to `out_dir`.
+
+    The build is resumable: it checkpoints into `partial_dir(out_dir)` (pass `resume_dir=None` in
+    `build_options` to opt out), resumes from what an interrupted build left there, and deletes it
+    once the index is saved.
+    """
+    return _build_and_save(corpus, Path(out_dir), encoder_name, show_progress, build_options)
+
+
+def partial_dir(target: str | os.PathLike[str]) -> Path:
+    """The work directory where an unfinished build of the index at `target` keeps its chunks."""
+    path = Path(target)
+    return path.parent / f"{path.name}{PARTIAL_SUFFIX}"
+
+
+def _build_and_save(
+    corpus: Any,
+    target: Path,
+    encoder_name: str | os.PathLike[str] | None,
+    show_progress: bool,
+    build_options: dict[str, Any],
+) -> DenseIndex:
+    options = dict(build_options)
+    resume_dir = options.pop("resume_dir", partial_dir(target))
     index = DenseIndex.build(
         corpus.passages,
         encoder_name,
         corpus_checksum=corpus.checksum(),
         show_progress=show_progress,
-        **build_options,
+        resume_dir=resume_dir,
+        **options,
     )
-    index.save(out_dir)
+    index.save(target)
+    if resume_dir is not None:
+        shutil.rmtree(resume_dir, ignore_errors=True)
     return index
 
 
@@ -444,21 +513,228 @@ def build_index(
 
 
 def _encode_sorted(
-    texts: list[str], encoder: SentenceTransformer, batch_size: int, show_progress: bool
+    texts: list[str],
+    encoder: SentenceTransformer,
+    batch_size: int,
+    show_progress: bool,
+    checkpoint: _Checkpoint | None = None,
 ) -> np.ndarray:
-    """Encode longest-first (as sentence-transformers does, so batches pad little) with one progress bar."""
+    """Encode longest-first (as sentence-transformers does, so batches pad little) with one progress bar.
+
+    With a checkpoint, the passages (in that longest-first order) go in chunks of `chunk_size`: chunks
+    it already holds are copied from it, the others are encoded and handed to it as each one finishes.
+    """
     from tqdm.auto import tqdm
 
     order = np.argsort([-len(t) for t in texts], kind="stable")
     dim = encoder.get_embedding_dimension()
     out = np.empty((len(texts), dim), dtype=np.float32)
-    with tqdm(total=len(texts), desc="Encoding passages", unit="passage", disable=not show_progress) as bar:
-        chunk = batch_size * _ENCODE_CHUNK_BATCHES
-        for start in range(0, len(texts), chunk):
-            rows = order[start : start + chunk]
-            out[rows] = encode([texts[i] for i in rows], encoder, batch_size=batch_size)
-            bar.update(len(rows))
+    chunk = checkpoint.chunk_size if checkpoint is not None else max(1, len(texts))
+    done = checkpoint.done if checkpoint is not None else {}
+    for number, stored in done.items():
+        out[order[number * chunk : (number + 1) * chunk]] = stored
+    resumed = sum(len(stored) for stored in done.values())
+    per_call = batch_size * _ENCODE_CHUNK_BATCHES
+    with tqdm(
+        total=len(texts),
+        initial=resumed,
+        desc="Encoding passages",
+        unit="passage",
+        disable=not show_progress,
+    ) as bar:
+        for number, start in enumerate(range(0, len(texts), chunk)):
+            if number in done:
+                continue
+            chunk_rows = order[start : start + chunk]
+            for offset in range(0, len(chunk_rows), per_call):
+                rows = chunk_rows[offset : offset + per_call]
+                out[rows] = encode([texts[i] for i in rows], encoder, batch_size=batch_size)
+                bar.update(len(rows))
+            if checkpoint is not None:
+                checkpoint.save(number, out[chunk_rows])
     return out
+
+
+class _Checkpoint:
+    """The finished chunks of a resumable build, kept in a work directory (see the module docstring)."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any], done: dict[int, np.ndarray]) -> None:
+        self.directory = directory
+        self.meta = meta
+        self.done = done
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.meta["chunk_size"])
+
+    @classmethod
+    def open(cls, directory: Path, identity: dict[str, Any]) -> _Checkpoint:
+        """Take over what an earlier build left in `directory` when it fits `identity`, else start afresh.
+
+        Says on stderr how many passages are resumed, or why an earlier build's chunks are discarded.
+        """
+        meta: dict[str, Any] | None = None
+        if directory.exists():
+            meta, reason = _read_partial_meta(directory)
+            if meta is not None:
+                reason = _partial_mismatch(meta, identity)
+            if reason is not None:
+                print(
+                    f"reasonrag: discarding the unfinished index build in {directory}: {reason}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                _remove(directory)
+                meta = None
+        if meta is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            checkpoint = cls(directory, {**identity, "chunks": {}}, {})
+            checkpoint._write_meta()
+            return checkpoint
+        checkpoint = cls(directory, meta, {})
+        damaged = checkpoint._take_over_chunks()
+        resumed = sum(len(stored) for stored in checkpoint.done.values())
+        note = f" ({damaged} damaged chunk(s) will be encoded again)" if damaged else ""
+        print(
+            f"reasonrag: resuming the unfinished index build in {directory}: "
+            f"{resumed} of {identity['count']} passages already encoded{note}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return checkpoint
+
+    def _take_over_chunks(self) -> int:
+        """Load the chunks partial.json vouches for into `done`, drop the rest; returns how many were bad."""
+        count, dim, dtype = int(self.meta["count"]), int(self.meta["dim"]), self.meta["dtype"]
+        records = self.meta.get("chunks")
+        if not isinstance(records, dict):
+            records = {}
+        kept: dict[str, Any] = {}
+        damaged = 0
+        for key, record in records.items():
+            try:
+                number = int(key)
+                rows = min(self.chunk_size, count - number * self.chunk_size)
+                path = self.directory / _chunk_name(number)
+                if (
+                    number < 0
+                    or rows < 1
+                    or not isinstance(record, dict)
+                    or _sha256(path) != record.get("sha256")
+                ):
+                    raise ValueError("not the chunk partial.json describes")
+                stored = np.load(path, allow_pickle=False)
+                if stored.shape != (rows, dim) or str(stored.dtype) != dtype:
+                    raise ValueError(f"shape {stored.shape} {stored.dtype}, expected ({rows}, {dim}) {dtype}")
+            except (OSError, ValueError):
+                damaged += 1
+                continue
+            self.done[number] = stored
+            kept[key] = record
+        self.meta["chunks"] = kept
+        wanted = {PARTIAL_META, *(_chunk_name(number) for number in self.done)}
+        for leftover in self.directory.iterdir():  # damaged chunks, and temp files of dead builds
+            if leftover.name not in wanted and not _written_by_live_process(leftover):
+                _remove(leftover)
+        self._write_meta()
+        return damaged
+
+    def save(self, number: int, vectors: np.ndarray) -> None:
+        """Store chunk `number` atomically, then record it (with its sha256) in partial.json."""
+        buffer = io.BytesIO()
+        np.save(buffer, vectors.astype(self.meta["dtype"]), allow_pickle=False)
+        data = buffer.getvalue()
+        _write_atomically(self.directory / _chunk_name(number), data)
+        self.meta["chunks"][str(number)] = {"rows": len(vectors), "sha256": hashlib.sha256(data).hexdigest()}
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        text = json.dumps(self.meta, indent=2, sort_keys=True) + "\n"
+        _write_atomically(self.directory / PARTIAL_META, text.encode("utf-8"))
+
+
+def _chunk_name(number: int) -> str:
+    return f"chunk-{number:06d}.npy"
+
+
+def _read_partial_meta(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
+    path = directory / PARTIAL_META
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None, f"it has no {PARTIAL_META}"
+    except (OSError, ValueError) as exc:
+        return None, f"its {PARTIAL_META} is unreadable ({exc})"
+    if not isinstance(meta, dict):
+        return None, f"its {PARTIAL_META} is not a JSON object"
+    return meta, None
+
+
+def _partial_mismatch(meta: dict[str, Any], identity: dict[str, Any]) -> str | None:
+    """None when an earlier build's chunks can be reused for `identity`, else why not."""
+    if meta.get("format") != identity["format"]:
+        return f"it has format {meta.get('format')!r}, this reasonrag writes format {identity['format']}"
+    if meta.get("corpus_checksum") != identity["corpus_checksum"]:
+        return (
+            f"it was for another corpus (sha256 {str(meta.get('corpus_checksum'))[:12]}, "
+            f"the corpus is now {identity['corpus_checksum'][:12]})"
+        )
+    if meta.get("texts_sha256") != identity["texts_sha256"] or meta.get("count") != identity["count"]:
+        return f"it was for other passages (the corpus now has {identity['count']})"
+    encoder = meta.get("encoder")
+    if not isinstance(encoder, dict) or not same_encoder(encoder, identity["encoder"]):
+        was = _describe(encoder) if isinstance(encoder, dict) else "an unknown encoder"
+        return f"it was encoded with {was}, now using {_describe(identity['encoder'])}"
+    settings = ("dim", "dtype", "chunk_size", "batch_size")
+    changed = [
+        f"{key} {meta.get(key)!r} -> {identity[key]!r}" for key in settings if meta.get(key) != identity[key]
+    ]
+    if changed:
+        return f"it was built with other settings ({', '.join(changed)})"
+    return None
+
+
+def _texts_sha256(texts: Sequence[str]) -> str:
+    """A hash of the exact texts to encode, in order (each one length-prefixed)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a file via a fsynced temporary sibling renamed over it: readers see all of it or none."""
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _written_by_live_process(path: Path) -> bool:
+    """Whether `path` is the temp file of a write still under way in another process."""
+    if ".tmp-" not in path.name:
+        return False
+    try:
+        pid = int(path.name.rsplit("-", 2)[1])
+    except (IndexError, ValueError):
+        return False
+    return pid != os.getpid() and _pid_alive(pid)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _choose_nlist(n: int) -> int:

@@ -323,3 +323,172 @@ def test_load_encoder_is_cached_and_encode_normalises(encoder):
     assert vectors.dtype == np.float32 and vectors.shape == (2, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert encode([], encoder).shape == (0, 384)
+
+
+# --- resumable builds -----------------------------------------------------------------------------------
+
+# batches of 2, chunks of 4: a 12-passage build checkpoints three chunks, one encoder call each
+RESUMABLE = {"batch_size": 2, "checkpoint_every": 4}
+
+
+class CountingEncode:
+    """Stands in for `encode` in reasonrag.index: counts the passages of each call, dies on call `die_on`."""
+
+    def __init__(self, die_on: int | None = None) -> None:
+        self.calls: list[int] = []
+        self.die_on = die_on
+
+    def __call__(self, texts, *args, **kwargs):
+        if self.die_on is not None and len(self.calls) + 1 == self.die_on:
+            raise KeyboardInterrupt  # what Ctrl-C does mid-build
+        self.calls.append(len(texts))
+        return encode(texts, *args, **kwargs)
+
+
+def chunk_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name != "partial.json")
+
+
+def test_an_interrupted_build_keeps_the_old_index_and_resumes_where_it_stopped(
+    flat, small_passages, tmp_path, monkeypatch, capsys
+):
+    corpus = write_corpus(tmp_path / "corpora" / "tiny", small_passages[:12])
+    target = tmp_path / "idx"
+    flat.save(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    partial = index_module.partial_dir(target)
+    assert partial == tmp_path / "idx.partial"
+
+    dying = CountingEncode(die_on=3)
+    monkeypatch.setattr(index_module, "encode", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(corpus, target, show_progress=False, **RESUMABLE)
+    assert dying.calls == [4, 4]
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before, "the old index must survive"
+    assert chunk_files(partial) == ["chunk-000000.npy", "chunk-000001.npy"], "no temp files either"
+    meta = json.loads((partial / "partial.json").read_text())
+    assert meta["corpus_checksum"] == corpus.checksum() and meta["count"] == 12
+    assert meta["encoder"]["sha256"] == MINILM_SHA256 and meta["dtype"] == "float16"
+    assert meta["chunk_size"] == 4 and sorted(meta["chunks"]) == ["0", "1"]
+    first = np.load(partial / "chunk-000000.npy", allow_pickle=False)
+    assert first.shape == (4, 384) and first.dtype == np.float16
+    assert str(tmp_path) not in json.dumps(meta)
+
+    capsys.readouterr()
+    counting = CountingEncode()
+    monkeypatch.setattr(index_module, "encode", counting)
+    resumed = build_index(corpus, target, show_progress=False, **RESUMABLE)
+    assert counting.calls == [4], "only the last chunk is encoded again"
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "resuming" in message and "8 of 12 passages" in message
+    assert not partial.exists(), "the work directory goes once the index is saved"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpora", "idx"]
+
+    # the same answers, to the bit, as a build that was never interrupted
+    monkeypatch.undo()
+    whole = DenseIndex.build(
+        corpus.passages, corpus_checksum=corpus.checksum(), show_progress=False, batch_size=2
+    )
+    loaded = DenseIndex.load(target)
+    assert loaded.count == 12 and loaded.corpus_checksum == corpus.checksum()
+    np.testing.assert_array_equal(resumed.embeddings, whole.embeddings)
+    np.testing.assert_array_equal(loaded.embeddings, whole.embeddings)
+    queries = encode(list(QUERIES), load_encoder())
+    for index in (resumed, loaded):
+        for got, want in zip(index.search(queries, 5), whole.search(queries, 5), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_open_index_resumes_with_the_progress_bar_at_the_resumed_count(
+    small_passages, tmp_path, monkeypatch, capsys
+):
+    cache = tmp_path / "cache"
+    corpus = write_corpus(tmp_path / "c", small_passages[:12])
+    monkeypatch.setattr(index_module, "encode", CountingEncode(die_on=2))
+    with pytest.raises(KeyboardInterrupt):
+        open_index(corpus, cache_dir=cache, show_progress=False, **RESUMABLE)
+    target = cache_path(corpus, encoder_fingerprint(), cache)
+    assert not target.exists() and chunk_files(index_module.partial_dir(target)) == ["chunk-000000.npy"]
+
+    capsys.readouterr()
+    counting = CountingEncode()
+    monkeypatch.setattr(index_module, "encode", counting)
+    built = open_index(corpus, cache_dir=cache, show_progress=True, **RESUMABLE)
+    err = capsys.readouterr().err
+    assert counting.calls == [4, 4] and built.path == target and built.count == 12
+    assert "4 of 12 passages already encoded" in err
+    bar = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("Encoding passages")]
+    assert " 4/12 " in bar[0] and " 12/12 " in bar[-1], bar
+    assert not index_module.partial_dir(target).exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"corpus_checksum": "b" * 64}, "another corpus"),
+        ({"dtype": "float32"}, "dtype 'float16' -> 'float32'"),
+        ({"checkpoint_every": 3}, "chunk_size 4 -> 3"),
+    ],
+)
+def test_chunks_made_for_something_else_are_discarded_not_reused(
+    change, why, small_passages, tmp_path, monkeypatch, capsys
+):
+    passages, work = small_passages[:8], tmp_path / "idx.partial"
+    options = {**RESUMABLE, "corpus_checksum": "a" * 64, "resume_dir": work, "show_progress": False}
+    monkeypatch.setattr(index_module, "encode", CountingEncode(die_on=2))
+    with pytest.raises(KeyboardInterrupt):
+        DenseIndex.build(passages, **options)
+    assert chunk_files(work) == ["chunk-000000.npy"]
+
+    capsys.readouterr()
+    counting = CountingEncode()
+    monkeypatch.setattr(index_module, "encode", counting)
+    rebuilt = DenseIndex.build(passages, **{**options, **change})
+    assert sum(counting.calls) == 8, "every passage is encoded again"
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "discarding" in message and why in message, message
+    meta = json.loads((work / "partial.json").read_text())  # the work dir now belongs to the new build
+    assert meta["corpus_checksum"] == rebuilt.corpus_checksum and len(meta["chunks"]) == len(
+        chunk_files(work)
+    )
+
+
+def test_other_passages_under_the_same_checksum_are_not_reused(small_passages, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "idx.partial"
+    options = {**RESUMABLE, "corpus_checksum": "a" * 64, "resume_dir": work, "show_progress": False}
+    monkeypatch.setattr(index_module, "encode", CountingEncode(die_on=2))
+    with pytest.raises(KeyboardInterrupt):
+        DenseIndex.build(small_passages[:8], **options)
+    capsys.readouterr()
+    counting = CountingEncode()
+    monkeypatch.setattr(index_module, "encode", counting)
+    DenseIndex.build(small_passages[8:16], **options)  # a caller that passes a stale checksum
+    assert sum(counting.calls) == 8 and "other passages" in capsys.readouterr().err
+
+
+def test_a_damaged_chunk_is_encoded_again(small_passages, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "idx.partial"
+    options = {**RESUMABLE, "corpus_checksum": "a" * 64, "resume_dir": work, "show_progress": False}
+    monkeypatch.setattr(index_module, "encode", CountingEncode(die_on=3))
+    with pytest.raises(KeyboardInterrupt):
+        DenseIndex.build(small_passages[:12], **options)
+    data = bytearray((work / "chunk-000001.npy").read_bytes())
+    data[-1] ^= 1
+    (work / "chunk-000001.npy").write_bytes(bytes(data))
+    (work / ".chunk-000002.npy.tmp-999999999-deadbeef").write_bytes(b"half")  # a dead build's temp file
+    capsys.readouterr()
+    counting = CountingEncode()
+    monkeypatch.setattr(index_module, "encode", counting)
+    rebuilt = DenseIndex.build(small_passages[:12], **options)
+    assert counting.calls == [4, 4]
+    assert "4 of 12" in capsys.readouterr().err
+    assert chunk_files(work) == ["chunk-000000.npy", "chunk-000001.npy", "chunk-000002.npy"]
+    monkeypatch.undo()
+    whole = DenseIndex.build(small_passages[:12], corpus_checksum="a" * 64, show_progress=False, batch_size=2)
+    np.testing.assert_array_equal(rebuilt.embeddings, whole.embeddings)
+
+
+def test_an_in_memory_build_writes_nothing(small_passages, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    DenseIndex.build(small_passages[:3], corpus_checksum="x", show_progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -26,10 +26,7 @@ def dense(small_passages, encoder) -> DenseRetriever:
 # --- the langchain-tests standard suite -----------------------------------------------------------------
 
 
-# The suite has one async test and pytest-asyncio runs in strict mode here, so the class is marked;
-# the mark is harmless on the sync tests, whose "not an async function" warning is silenced.
-@pytest.mark.asyncio
-@pytest.mark.filterwarnings("ignore:The test <Function .* is marked with '@pytest.mark.asyncio'")
+# The suite's async test runs under pytest-asyncio's auto mode (set in pyproject.toml): no marks needed.
 class TestReasonRAGRetrieverStandard(RetrieversIntegrationTests):
     _dense: DenseRetriever | None = None
 
