@@ -88,7 +88,12 @@ def policy_config(options: list[str]):
             )
         default = getattr(EmbeddedPolicyConfig(), key)
         try:
-            values[key] = type(default)(raw)
+            if isinstance(default, bool):
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                values[key] = raw.lower() in ("true", "1", "yes")
+            else:
+                values[key] = type(default)(raw)
         except ValueError:
             raise InputError(
                 f"--policy-option {option!r}: {raw!r} is not a {type(default).__name__}"

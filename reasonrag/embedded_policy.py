@@ -34,6 +34,7 @@ class EmbeddedPolicyConfig:
     query_entity: float = 0.15
     reader_top_spans: int = 5
     reread_hops: int = 1  # extraction also re-reads the passages of this many earlier hops
+    answer_from_passages: bool = False  # the answer step reads whole evidence passages, not kept sentences
 
 
 def evidence_chunks(evidence: list[dict[str, Any]]) -> list[Chunk]:
@@ -211,7 +212,11 @@ class EmbeddedPolicy:
             if can_continue:
                 cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, 1.0))
             return normalise(cands)
-        (reading,) = self.read(state["question"], [evidence_chunks(evidence)])
+        chunks = evidence_chunks(evidence)
+        if cfg.answer_from_passages:
+            full = {p["id"]: p for p in state.get("retrieved", [])}
+            chunks = [_passage_chunk(full[c.passage_id]) if c.passage_id in full else c for c in chunks]
+        (reading,) = self.read(state["question"], [chunks])
         kp = reading.kind_probs
         cands = [
             Candidate("synthesize", "yes", {"type": "answer", "answer": "yes"}, kp["yes"]),
