@@ -15,8 +15,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .comparison import either_or_options, option_mass, temporal_choice
 from .policy import Candidate, normalise
 from .reader import Chunk, Reader, Reading
+from .rewards import normalize_answer
 
 
 @dataclass
@@ -26,6 +28,7 @@ class EmbeddedPolicyConfig:
     keep_threshold: float = 0.5  # a sentence whose reader score passes this is kept by the greedy set
     max_keep: int = 3  # at most this many sentences kept per hop
     continue_bias: float = 0.0  # added to the log-odds of another hop before normalising
+    min_hops: int = 2  # hops before an answer may be given (multi-hop questions need at least two)
     # Priors of the later-hop query candidates (the first hop asks the question).
     query_union: float = 0.4  # "question + evidence" together with the first entity the evidence names
     query_with_evidence: float = 0.3
@@ -33,6 +36,9 @@ class EmbeddedPolicyConfig:
     query_question: float = 0.05
     query_entity: float = 0.15
     reader_top_spans: int = 5
+    evidence_weight: float = 0.0  # answer prob times (relevance of the sentence it comes from) ** this
+    question_penalty: float = 1.0  # answer prob times this when the answer only repeats the question
+    either_or: bool = True  # "..., A or B?" questions answer with an option (dates decide temporal ones)
     reread_hops: int = 1  # extraction also re-reads the passages of this many earlier hops
     answer_from_passages: bool = False  # the answer step reads whole evidence passages, not kept sentences
 
@@ -70,6 +76,13 @@ def mentions(text: str, question: str, limit: int = 3) -> list[str]:
         if len(out) >= limit:
             break
     return out
+
+
+def _mentioned(option: str, passages: list[dict[str, Any]]) -> bool:
+    want = normalize_answer(option)
+    return bool(want) and any(
+        want in normalize_answer(p["title"] + " " + " ".join(p["sentences"])) for p in passages
+    )
 
 
 class EmbeddedPolicy:
@@ -199,6 +212,23 @@ class EmbeddedPolicy:
             cands.append(Candidate("extract", text, {"sentences": items}, math.exp(logp)))
         return normalise(cands)
 
+    def _option_candidates(
+        self, state: dict[str, Any], options: tuple[str, str], reading: Reading
+    ) -> list[Candidate]:
+        """Either-or: the two options, by date comparison when it decides, else by reader mass."""
+        pick = temporal_choice(state["question"], options, state.get("retrieved", []))
+        if pick is not None:
+            probs = [0.9, 0.1] if pick == 0 else [0.1, 0.9]
+            how = "dates"
+        else:
+            mass = [option_mass(o, reading.spans) + 0.05 for o in options]
+            probs = [m / sum(mass) for m in mass]
+            how = "reader"
+        return [
+            Candidate("synthesize", o, {"type": "answer", "answer": o, "decided_by": how}, p)
+            for o, p in zip(options, probs)
+        ]
+
     def propose_answers(self, state: dict[str, Any]) -> list[Candidate]:
         cfg = self.config
         evidence = state.get("evidence", [])
@@ -222,11 +252,34 @@ class EmbeddedPolicy:
             Candidate("synthesize", "yes", {"type": "answer", "answer": "yes"}, kp["yes"]),
             Candidate("synthesize", "no", {"type": "answer", "answer": "no"}, kp["no"]),
         ]
+        scores = {}
+        for ci, chunk in enumerate(chunks):
+            for si, sentence in enumerate(chunk.sentences):
+                scores[(ci, si)] = next(
+                    (
+                        e.get("score") or 1.0
+                        for e in evidence
+                        if e["passage_id"] == chunk.passage_id and e["text"] == sentence
+                    ),
+                    1.0,
+                )
+        either_or = " or " in state["question"].lower()
+        question = normalize_answer(state["question"])
         for text, p in reading.spans:
-            cands.append(Candidate("synthesize", text, {"type": "answer", "answer": text}, kp["span"] * p))
+            weight = scores.get(reading.span_sentences.get(text), 1.0) ** cfg.evidence_weight
+            if not either_or and normalize_answer(text) and normalize_answer(text) in question:
+                weight *= cfg.question_penalty
+            cands.append(
+                Candidate("synthesize", text, {"type": "answer", "answer": text}, kp["span"] * p * weight)
+            )
+        options = either_or_options(state["question"]) if cfg.either_or else None
+        if options and all(_mentioned(o, state.get("retrieved", [])) for o in options):
+            cands = self._option_candidates(state, options, reading)
         if can_continue:
             odds = kp["insufficient"] / max(1 - kp["insufficient"], 1e-6)
             p_cont = 1 / (1 + 1 / max(odds * math.exp(cfg.continue_bias), 1e-9))
+            if state.get("hop", 0) + 1 < cfg.min_hops:
+                p_cont = max(p_cont, 0.999)
             scale = 1 - p_cont
             cands = [Candidate(c.stage, c.text, c.action, c.prob * scale) for c in cands]
             cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, p_cont))

@@ -55,6 +55,7 @@ class Reading:
     kind_probs: dict[str, float]
     spans: list[tuple[str, float]]  # best answer spans with probabilities (given kind=span)
     sentence_scores: dict[tuple[int, int], float] = field(default_factory=dict)  # (chunk, sentence) -> prob
+    span_sentences: dict[str, tuple[int, int]] = field(default_factory=dict)  # span text -> its sentence
 
 
 def render_context(chunks: Sequence[Chunk]) -> tuple[str, list[tuple[int, int, int, int]]]:
@@ -253,22 +254,34 @@ class Reader:
         sentence_probs = out["sentence_logits"].sigmoid().cpu()
         readings = []
         for i, w in enumerate(windows):
-            spans = best_spans(w, out["start_logits"][i].cpu(), out["end_logits"][i].cpu(), top_spans)
+            located: dict[str, tuple[int, int]] = {}
+            spans = best_spans(
+                w, out["start_logits"][i].cpu(), out["end_logits"][i].cpu(), top_spans, located
+            )
             scores = {key: float(sentence_probs[i, j]) for j, key in enumerate(w.sentences)}
             readings.append(
                 Reading(
                     kind_probs={k: float(kind_probs[i, j]) for j, k in enumerate(KINDS)},
                     spans=spans,
                     sentence_scores=scores,
+                    span_sentences={text: w.sentences[j] for text, j in located.items() if j >= 0},
                 )
             )
         return readings
 
 
 def best_spans(
-    window: Window, start_logits: torch.Tensor, end_logits: torch.Tensor, top: int = 5
+    window: Window,
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    top: int = 5,
+    located: dict[str, int] | None = None,
 ) -> list[tuple[str, float]]:
-    """The `top` answer spans (text, probability), merged by text, from start/end logits."""
+    """The `top` answer spans (text, probability), merged by text, from start/end logits.
+
+    `located`, if given, receives for each text the index (in window.sentences) of the sentence its most
+    probable occurrence starts in, or -1 outside sentences (a title).
+    """
     n = len(window.input_ids)
     start_lp = start_logits[:n].log_softmax(-1)
     end_lp = end_logits[:n].log_softmax(-1)
@@ -279,6 +292,7 @@ def best_spans(
     starts = torch.topk(start_lp.masked_fill(~valid, -1e9), k).indices.tolist()
     ends = torch.topk(end_lp.masked_fill(~valid, -1e9), k).indices.tolist()
     merged: dict[str, float] = {}
+    best_p: dict[str, float] = {}
     for s in starts:
         for e in ends:
             if e < s or e - s + 1 > MAX_ANSWER_TOKENS:
@@ -287,6 +301,9 @@ def best_spans(
             if not text or "|" in text:
                 continue
             p = math.exp(float(start_lp[s] + end_lp[e]))
+            if located is not None and p > best_p.get(text, 0.0):
+                best_p[text] = p
+                located[text] = window.sentence_of_token[s]
             merged[text] = merged.get(text, 0.0) + p
     return sorted(merged.items(), key=lambda kv: -kv[1])[:top]
 

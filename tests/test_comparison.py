@@ -1,0 +1,83 @@
+"""Either-or questions: options, dates, and the temporal choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from reasonrag.comparison import dates, either_or_options, option_mass, temporal_choice
+
+PASSAGES = [
+    {
+        "title": "Pablo Trapero",
+        "sentences": ["Pablo Trapero (born 4 October 1971) is an Argentine film producer."],
+    },
+    {
+        "title": "Aleksander Ford",
+        "sentences": ["Aleksander Ford (24 November 1908 – 4 April 1980) was a Polish director."],
+    },
+    {
+        "title": "Jan Rybkowski",
+        "sentences": ["Jan Rybkowski (3 February 1912 – 19 December 1987) was a Polish director."],
+    },
+    {
+        "title": "Blind Shaft",
+        "sentences": ["Blind Shaft is a 2003 film about a pair of murderous con artists."],
+    },
+    {
+        "title": "The Mask of Fu Manchu",
+        "sentences": ["The Mask of Fu Manchu is a 1932 pre-Code adventure film."],
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("question", "options"),
+    [
+        ("Who was born first, Pablo Trapero or Aleksander Ford?", ("Pablo Trapero", "Aleksander Ford")),
+        (
+            "Which film came out first, Blind Shaft or The Mask Of Fu Manchu?",
+            ("Blind Shaft", "The Mask Of Fu Manchu"),
+        ),
+        ("Are Ferocactus and Silene both types of plant?", None),
+        ("What is the capital of France?", None),
+    ],
+)
+def test_options_are_parsed_only_from_either_or_questions(question, options):
+    assert either_or_options(question) == options
+
+
+def test_dates_in_every_common_form_in_text_order():
+    got = dates("born 4 October 1971; died May 5, 1980; active from March 1990 to 2001")
+    assert [int(d) for d in got] == [1971, 1980, 1990, 2001]
+    assert got[0] > 1971.7  # October, not January
+
+
+@pytest.mark.parametrize(
+    ("question", "options", "expected"),
+    [
+        ("Who was born first, Pablo Trapero or Aleksander Ford?", ("Pablo Trapero", "Aleksander Ford"), 1),
+        ("Who is younger, Pablo Trapero or Aleksander Ford?", ("Pablo Trapero", "Aleksander Ford"), 0),
+        ("Who died first, Aleksander Ford or Jan Rybkowski?", ("Aleksander Ford", "Jan Rybkowski"), 0),
+        (
+            "Which film came out first, Blind Shaft or The Mask Of Fu Manchu?",
+            ("Blind Shaft", "The Mask Of Fu Manchu"),
+            1,
+        ),
+        ("Who lived longer, Aleksander Ford or Jan Rybkowski?", ("Aleksander Ford", "Jan Rybkowski"), 1),
+        # undecidable: no death date for a living person, or no temporal word at all
+        ("Who died later, Pablo Trapero or Aleksander Ford?", ("Pablo Trapero", "Aleksander Ford"), None),
+        (
+            "Which film is Chinese, Blind Shaft or The Mask Of Fu Manchu?",
+            ("Blind Shaft", "The Mask Of Fu Manchu"),
+            None,
+        ),
+    ],
+)
+def test_temporal_choice(question, options, expected):
+    assert temporal_choice(question, options, PASSAGES) == expected
+
+
+def test_option_mass_matches_spans_naming_the_option():
+    spans = [("Aleksander Ford", 0.5), ("Ford", 0.2), ("Poland", 0.3)]
+    assert option_mass("Aleksander Ford", spans) == pytest.approx(0.7)
+    assert option_mass("Pablo Trapero", spans) == 0.0
