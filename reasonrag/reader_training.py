@@ -296,6 +296,7 @@ def save_reader(model: ReaderModel, out_dir: Path, manifest: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".reader-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
     save_file({k: v.half() for k, v in trainable_state(model).items()}, str(tmp / "model.safetensors"))
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if out_dir.exists():
