@@ -36,8 +36,9 @@ class EmbeddedPolicyConfig:
     query_question: float = 0.05
     query_entity: float = 0.15
     reader_top_spans: int = 5
-    evidence_weight: float = 0.0  # answer prob times (relevance of the sentence it comes from) ** this
-    question_penalty: float = 1.0  # answer prob times this when the answer only repeats the question
+    evidence_weight: float = 3.0  # answer prob times (relevance of the sentence it comes from) ** this
+    question_penalty: float = 0.2  # answer prob times this when the answer only repeats the question
+    answer_sentences: int = 0  # the answer step reads only the best N kept sentences (0: all)
     either_or: bool = True  # "..., A or B?" questions answer with an option (dates decide temporal ones)
     reread_hops: int = 1  # extraction also re-reads the passages of this many earlier hops
     answer_from_passages: bool = False  # the answer step reads whole evidence passages, not kept sentences
@@ -242,6 +243,8 @@ class EmbeddedPolicy:
             if can_continue:
                 cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, 1.0))
             return normalise(cands)
+        if cfg.answer_sentences > 0:
+            evidence = sorted(evidence, key=lambda e: -(e.get("score") or 0.0))[: cfg.answer_sentences]
         chunks = evidence_chunks(evidence)
         if cfg.answer_from_passages:
             full = {p["id"]: p for p in state.get("retrieved", [])}
