@@ -109,8 +109,9 @@ def _fmt_score(step: dict) -> str:
     return "" if step.get("score") is None else f"  score={step['score']:.2f}"
 
 
-def print_trajectory(state: dict, out=sys.stdout) -> None:
+def print_trajectory(state: dict, out=None) -> None:
     """Each step readably: stage, query, evidence with passage titles, the answer."""
+    out = out or sys.stdout
     for step in state.get("steps", []):
         head = f"[hop {step['hop'] + 1}] {step['stage']:<10}"
         tail = f"(p={step['prob']:.2f}{_fmt_score(step)})"

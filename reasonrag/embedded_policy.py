@@ -60,23 +60,77 @@ def _passage_chunk(p: dict[str, Any]) -> Chunk:
     return Chunk(p["title"], tuple(p["sentences"]), p["id"])
 
 
-_MENTION = re.compile(
-    r"(?:[A-Z][\w'&.-]*(?:\s+(?:of|the|and|de|von|van|du|la|le|in|on|for|&)\s+|\s+)?)+[A-Z0-9][\w'&.-]*"
-)
+_WORD = re.compile(r"[^\s,;:()\[\]\"]+")
+_SENTENCE_STARTS = {
+    "the",
+    "he",
+    "she",
+    "it",
+    "they",
+    "his",
+    "her",
+    "its",
+    "their",
+    "in",
+    "on",
+    "at",
+    "a",
+    "an",
+    "this",
+    "that",
+    "these",
+    "after",
+    "before",
+    "during",
+    "as",
+    "from",
+    "by",
+    "with",
+}
+_CONNECTORS = {"of", "the", "and", "de", "von", "van", "du", "la", "le", "del", "da", "di", "&"}
 
 
-def mentions(text: str, question: str, limit: int = 3) -> list[str]:
-    """Capitalised names in `text` that the question does not already name: bridge-entity guesses."""
+def _names(sentence: str) -> list[str]:
+    """Runs of capitalised words (with connectors such as "of" inside); a sentence-opening "The" or "He" is no name."""
+    words = [(m.group(0), m.start()) for m in _WORD.finditer(sentence)]
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for i, (word, _) in enumerate(words):
+        core = word.strip(".'\u2019")
+        capital = bool(core) and core[0].isupper() and (i > 0 or core.lower() not in _SENTENCE_STARTS)
+        if capital:
+            current.append(core)
+        elif current and word.lower() in _CONNECTORS:
+            current.append(word)
+        else:
+            if current:
+                runs.append(current)
+            current = []
+        if word.endswith(".") and len(core) > 2 and current:  # a sentence or clause ends here
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    out = []
+    for run in runs:
+        while run and run[-1].lower() in _CONNECTORS:
+            run = run[:-1]
+        if run:
+            out.append(" ".join(run))
+    return out
+
+
+def mentions(texts: list[str], question: str, limit: int = 3) -> list[str]:
+    """Capitalised names in the sentences `texts` that the question does not name: bridge-entity guesses."""
     q = question.lower()
     out: list[str] = []
-    for m in _MENTION.finditer(text):
-        name = m.group(0).strip(" .")
-        if len(name) < 3 or name.lower() in q or name in out:
-            continue
-        out.append(name)
-        if len(out) >= limit:
-            break
-    return out
+    for text in texts:
+        for name in _names(text):
+            if len(name) < 3 or name.lower() in q or name in out:
+                continue
+            out.append(name)
+    # Full names before single words ("Shirley Temple" before "American"), first-found first.
+    return sorted(out, key=lambda name: -min(len(name.split()), 2))[:limit]
 
 
 def _mentioned(option: str, passages: list[dict[str, Any]]) -> bool:
@@ -135,9 +189,10 @@ class EmbeddedPolicy:
             return [Candidate("retrieve", question, {"query": question}, 1.0)]
         cfg = self.config
         latest_hop = max(e["hop"] for e in evidence)
-        latest = " ".join(e["text"] for e in evidence if e["hop"] == latest_hop)
+        latest_sentences = [e["text"] for e in evidence if e["hop"] == latest_hop]
+        latest = " ".join(latest_sentences)
         with_evidence = f"{question} " + " ".join(e["text"] for e in evidence)
-        names = mentions(latest, question)
+        names = mentions(latest_sentences, question)
 
         def cand(prob: float, *queries: str) -> Candidate:
             return Candidate("retrieve", " || ".join(queries), {"queries": list(queries)}, prob)
