@@ -155,21 +155,21 @@ class EmbeddedPolicy:
     # -- reading with a cache -------------------------------------------------------------------------
     def read(self, question: str, contexts: list[list[Chunk]]) -> list[Reading]:
         keys = [(question, tuple((c.passage_id, c.title, c.sentences) for c in ctx)) for ctx in contexts]
-        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        found: dict[tuple, Reading] = {k: self._cache[k] for k in keys if k in self._cache}
+        missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
             fresh = self.reader.read(
                 question, [contexts[i] for i in missing], top_spans=self.config.reader_top_spans
             )
             self.reads += len(missing)
-            for i, r in zip(missing, fresh):
-                self._cache[keys[i]] = r
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        out = []
+            found.update((keys[i], r) for i, r in zip(missing, fresh))
+        # Results are collected before the cache is touched, so eviction never loses one we need.
         for k in keys:
+            self._cache[k] = found[k]
             self._cache.move_to_end(k)
-            out.append(self._cache[k])
-        return out
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return [found[k] for k in keys]
 
     # -- the three stages -------------------------------------------------------------------------------
     def propose(self, stage: str, state: dict[str, Any]) -> list[Candidate]:

@@ -132,3 +132,15 @@ def test_choose_greedy_and_sampled():
     assert 0.65 < picks.count(0) / len(picks) < 0.75
     with pytest.raises(ValueError):
         choose(cands, "beam")
+
+
+def test_embedded_reading_cache_never_loses_a_reading_it_returns(states):
+    from reasonrag.embedded_policy import EmbeddedPolicy
+    from reasonrag.reader import Chunk
+
+    policy = EmbeddedPolicy(cache_size=2)
+    contexts = [[Chunk(f"T{i}", (f"Sentence number {i}.",), f"p{i}")] for i in range(4)]
+    first = policy.read("Which one?", contexts[:2])
+    again = policy.read("Which one?", contexts)  # two hits, two misses, a cache of two
+    assert again[:2] == first and len(again) == 4
+    assert policy.reads == 4
