@@ -310,17 +310,12 @@ class EmbeddedPolicy:
             Candidate("synthesize", "yes", {"type": "answer", "answer": "yes"}, kp["yes"]),
             Candidate("synthesize", "no", {"type": "answer", "answer": "no"}, kp["no"]),
         ]
-        scores = {}
-        for ci, chunk in enumerate(chunks):
-            for si, sentence in enumerate(chunk.sentences):
-                scores[(ci, si)] = next(
-                    (
-                        e.get("score") or 1.0
-                        for e in evidence
-                        if e["passage_id"] == chunk.passage_id and e["text"] == sentence
-                    ),
-                    1.0,
-                )
+        score_of = {(e["passage_id"], e["text"]): e.get("score") or 1.0 for e in evidence}
+        scores = {
+            (ci, si): score_of.get((chunk.passage_id, sentence), 1.0)
+            for ci, chunk in enumerate(chunks)
+            for si, sentence in enumerate(chunk.sentences)
+        }
         either_or = " or " in state["question"].lower()
         question = normalize_answer(state["question"])
         for text, p in reading.spans:

@@ -364,9 +364,8 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
         metrics["epoch"] = epoch + 1
         history.append(metrics)
         print(f"dev after epoch {epoch + 1}: {metrics}", file=sys.stderr)
-        save_reader(model, out_dir, _manifest(cfg, history, len(train), started))  # survives a kill
-    manifest = _manifest(cfg, history, len(train), started)
-    save_reader(model, out_dir, manifest)
+        manifest = _manifest(cfg, history, len(train), started)
+        save_reader(model, out_dir, manifest)  # every epoch: a kill loses at most one
     return manifest
 
 
@@ -404,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="questions per corpus (quick runs)")
     ap.add_argument("--encoder", default=None, help="sentence-transformers name or path of the base encoder")
     args = ap.parse_args(argv)
+    if args.epochs < 1:
+        ap.error("--epochs must be at least 1")
     cfg = ReaderTrainingConfig(
         corpora=args.corpora,
         epochs=args.epochs,
