@@ -136,3 +136,61 @@ def cover_em_reward(
 ) -> list[float]:
     """TRL reward function: cover-EM (gold answer contained in the completion) per row."""
     return _batch(cover_em, completions, golden_answers)
+
+
+# -- process rewards: aggregating step scores, and the combined reward -------------------------------------
+def _scores(step_scores: Sequence[float]) -> list[float]:
+    scores = [float(s) for s in step_scores]
+    if not scores:
+        raise ValueError("a trajectory needs at least one step score to aggregate")
+    if any(not 0.0 <= s <= 1.0 for s in scores):
+        raise ValueError(f"step scores must lie in [0, 1], got {scores}")
+    return scores
+
+
+def aggregate_min(step_scores: Sequence[float]) -> float:
+    """The weakest step: a path is only as good as its worst move (the seed's best-of-N rule)."""
+    return min(_scores(step_scores))
+
+
+def aggregate_prod(step_scores: Sequence[float]) -> float:
+    """Product: every step must go right, read as independent chances."""
+    out = 1.0
+    for s in _scores(step_scores):
+        out *= s
+    return out
+
+
+def aggregate_mean(step_scores: Sequence[float]) -> float:
+    return sum(_scores(step_scores)) / len(step_scores)
+
+
+def aggregate_last(step_scores: Sequence[float]) -> float:
+    """The final step's score alone: an outcome-style judgement of where the path ended."""
+    return _scores(step_scores)[-1]
+
+
+AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "min": aggregate_min,
+    "prod": aggregate_prod,
+    "mean": aggregate_mean,
+    "last": aggregate_last,
+}
+
+
+def aggregate(step_scores: Sequence[float], how: str = "min") -> float:
+    """Trajectory score from step scores by `min` (default), `prod`, `mean` or `last`."""
+    try:
+        fn = AGGREGATIONS[how]
+    except KeyError:
+        raise ValueError(f"unknown aggregation {how!r}: use one of {', '.join(AGGREGATIONS)}") from None
+    return fn(step_scores)
+
+
+def combined_reward(outcome: float, step_scores: Sequence[float], alpha: float = 0.5) -> float:
+    """`alpha * R_outcome + (1 - alpha) * mean_t r_t`: alpha 1 is outcome only, 0 process only."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if alpha == 1.0:
+        return float(outcome)
+    return alpha * float(outcome) + (1.0 - alpha) * aggregate_mean(step_scores)
