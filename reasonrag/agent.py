@@ -75,6 +75,12 @@ def _step(
     }
 
 
+def _lead(sentences: list[str], limit: int = 200) -> str:
+    """A passage's opening, kept in the step so a PRM (or a person) can judge the retrieval from the trace."""
+    text = " ".join(str(x).strip() for x in sentences[:2]).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def merged_search(search: Any, queries: list[str], k: int, exclude: set[str]) -> list:
     """Top-k for one query, or the round-robin union of several queries' results (no duplicates)."""
     if len(queries) == 1:
@@ -142,7 +148,10 @@ class AgentSteps:
             }
             for h in hits
         ]
-        observation = [{"id": p["id"], "title": p["title"], "score": p["score"]} for p in passages]
+        observation = [
+            {"id": p["id"], "title": p["title"], "score": p["score"], "text": _lead(p["sentences"])}
+            for p in passages
+        ]
         step = self.finish_step(state, _step(state, "retrieve", cands, idx, observation, t0))
         return {
             "retrieved": state["retrieved"] + passages,

@@ -167,22 +167,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .corpus import load_questions
     from .evaluate import evaluate
 
     corpus, graph = _build(args)
-    if args.questions:
-        questions = load_questions(args.questions)
-        if args.split:
-            questions = [q for q in questions if q.split == args.split]
-    else:
-        questions = corpus.questions(args.split)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"--limit must be at least 1, got {args.limit}")
-        questions = questions[: args.limit]
-    if not questions:
-        raise InputError(f"no questions to evaluate in split {args.split!r}")
+    questions = _questions(args, corpus)
     summary = evaluate(
         graph,
         questions,
@@ -212,6 +200,77 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"  {name:<40} {'-' if value is None else value}")
         if args.predictions:
             print(f"  predictions written to {args.predictions}")
+    return 0
+
+
+def _questions(args: argparse.Namespace, corpus) -> list:
+    from .corpus import load_questions
+
+    if getattr(args, "questions", None):
+        questions = load_questions(args.questions)
+        if args.split:
+            questions = [q for q in questions if q.split == args.split]
+    else:
+        questions = corpus.questions(args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"--limit must be at least 1, got {args.limit}")
+        questions = questions[: args.limit]
+    if not questions:
+        raise InputError(f"no questions in split {args.split!r}")
+    return questions
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from .agent import AgentSteps
+    from .corpus import Corpus
+    from .embedded_policy import EmbeddedPolicy
+    from .labeling import CachedSearch, LabelConfig, Labeler, label_questions
+    from .reader import Reader
+    from .retriever import DenseRetriever, as_search_backend
+
+    config = LabelConfig(
+        trajectories=args.trajectories,
+        completions=args.completions,
+        gamma=args.gamma,
+        success=args.success,
+        threshold=args.threshold if args.threshold is not None else (1.0 if args.success != "f1" else 0.5),
+        max_hops=args.max_hops,
+        k=args.k,
+        seed=args.seed,
+    )
+    corpus = Corpus.load(args.corpus)
+    questions = _questions(args, corpus)
+    search = CachedSearch(as_search_backend(DenseRetriever(corpus, args.encoder)))
+    policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
+    labeler = Labeler(AgentSteps(search, policy, max_hops=args.max_hops, k=args.k), config)
+    summary = label_questions(labeler, questions, args.out, corpus=corpus.name, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(
+        f"labels in {summary['out']}: {summary['questions_new']} new question(s), "
+        f"{summary['questions_resumed']} already done"
+    )
+    print(
+        f"  new: {summary['trajectories_new']} distinct trajectories ({summary['samples_new']} sampled), "
+        f"{summary['labeled_steps_new']} labeled steps, {summary['positive_steps_new']} positive"
+    )
+    print(
+        f"  rollouts run {summary['rollouts']} (a per-step labeler: {summary['rollouts_without_prefix_sharing']}); "
+        f"nodes run {summary['nodes']} (without reuse: {summary['nodes_without_reuse']})"
+    )
+    print(
+        f"  reader windows computed {summary['reader_windows_computed']} of {summary['reader_windows_requested']} "
+        f"asked; searches computed {summary['searches_computed']} of {summary['searches_requested']}"
+    )
+    print(f"  {summary['seconds']}s, {summary['rollouts_per_second']} rollouts/s")
+    print("  trajectories by step count (whole file):")
+    for n, b in summary.get("by_steps", {}).items():
+        print(
+            f"    {n:>3} steps: {b['trajectories']:>5} distinct, {b['samples']:>5} sampled, "
+            f"success {b['success_rate']:.2f}, mean MC value {b['mean_value']:.2f}"
+        )
     return 0
 
 
@@ -294,6 +353,42 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "label",
+        help="explore trajectories and write Monte Carlo step labels (resumable JSONL)",
+        description="Sample trajectories from the policy and, from the state after every step, roll out "
+        "completions; a step's MC value is the fraction of its completions that reach a gold answer "
+        "(hard label: any does; SPRE: outcomes discounted by gamma ** steps). Appends one JSON line per "
+        "distinct trajectory to --out; rerun the same command to resume after an interruption.",
+    )
+    p.add_argument("--out", required=True, help="labels JSONL file (appended to; resumed if it exists)")
+    _add_agent_options(p)
+    p.add_argument("--split", default="train", help="which questions to label (default: train)")
+    p.add_argument("--questions", default=None, help="a questions JSONL file (default: the corpus's own)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p.add_argument(
+        "--trajectories", type=int, default=15, help="trajectories sampled per question (default: 15)"
+    )
+    p.add_argument(
+        "--completions", type=int, default=16, help="rollouts from every step's state (default: 16)"
+    )
+    p.add_argument("--gamma", type=float, default=0.9, help="SPRE discount per step (default: 0.9)")
+    p.add_argument(
+        "--success",
+        default="em",
+        choices=["em", "f1", "cover_em"],
+        help="outcome metric of a rollout (default: em)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="success when the metric reaches this (default: 1; f1: 0.5)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON summary")
+    p.set_defaults(func=cmd_label)
     return ap
 
 

@@ -151,10 +151,12 @@ class EmbeddedPolicy:
         self._cache: OrderedDict[tuple, Reading] = OrderedDict()
         self._cache_size = cache_size
         self.reads = 0  # windows actually run through the reader (cache misses)
+        self.read_requests = 0  # windows asked for, cached or not
 
     # -- reading with a cache -------------------------------------------------------------------------
     def read(self, question: str, contexts: list[list[Chunk]]) -> list[Reading]:
         keys = [(question, tuple((c.passage_id, c.title, c.sentences) for c in ctx)) for ctx in contexts]
+        self.read_requests += len(keys)
         found: dict[tuple, Reading] = {k: self._cache[k] for k in keys if k in self._cache}
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:

@@ -54,3 +54,9 @@ class InputError(ReasonRAGError):
     """Bad user input on the command line or in the Python API (empty question, bad option)."""
 
     code = "INVALID_INPUT"
+
+
+class LabelsError(ReasonRAGError):
+    """A step-labels file is malformed or not ours; the message names the file and line."""
+
+    code = "INVALID_LABELS"

@@ -1,0 +1,396 @@
+"""Monte Carlo step labels: sample trajectories, roll out completions from every step, record MC values.
+
+For each question, `trajectories` paths are sampled from the policy. After every step, `completions`
+rollouts continue from the state that step left; the step's MC value is the fraction that end in a
+correct answer (soft label), its hard label is whether any did, and its SPRE value averages each
+rollout's outcome discounted by `gamma ** (steps the rollout took)`. A step whose prefix (the actions up
+to it) was already labeled is not rolled out again, and rollouts reuse every search and reading their
+prefix computed (through caches), so the work grows with the distinct paths, not with their count.
+
+The output is append-only JSONL, one distinct trajectory a line, close to TRL's stepwise format
+(`prompt`, `completions`, `labels`) with the stages added. A question's lines are written together, so a
+kill loses at most the question in flight, and a rerun resumes after the last complete question.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .agent import AgentSteps, next_node
+from .errors import InputError, LabelsError
+from .prm import step_text
+from .rewards import OUTCOME_METRICS
+from .types import Question
+
+LABELS_FORMAT = "reasonrag-labels/1"
+REQUIRED_KEYS = ("question", "steps", "labels", "values")
+
+
+@dataclass
+class LabelConfig:
+    """Everything that decides the labels; saved on every line so a resume cannot mix settings."""
+
+    trajectories: int = 15
+    completions: int = 16
+    gamma: float = 0.9
+    success: str = "em"  # outcome metric: em, f1 or cover_em
+    threshold: float = 1.0  # a rollout succeeds when its metric reaches this (e.g. f1 with 0.5)
+    max_hops: int = 3
+    k: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trajectories < 1 or self.completions < 1:
+            raise InputError("--trajectories and --completions must be at least 1")
+        if self.success not in OUTCOME_METRICS:
+            raise InputError(f"--success {self.success!r}: use one of {', '.join(OUTCOME_METRICS)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise InputError(f"--gamma must lie in (0, 1], got {self.gamma}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise InputError(f"--threshold must lie in (0, 1], got {self.threshold}")
+
+
+class CachedSearch:
+    """A search backend that remembers results: rollouts that repeat a query reuse the first search."""
+
+    def __init__(self, search: Any, size: int = 200_000) -> None:
+        self.search_backend, self.size = search, size
+        self._cache: dict[tuple, list] = {}
+        self.requests = 0
+        self.computed = 0
+
+    def search(self, query: str, k: int = 5, exclude: set[str] | None = None) -> list:
+        self.requests += 1
+        key = (query, k, frozenset(exclude or ()))
+        hit = self._cache.get(key)
+        if hit is None:
+            self.computed += 1
+            hit = self.search_backend.search(query, k=k, exclude=exclude)
+            if len(self._cache) >= self.size:
+                self._cache.clear()
+            self._cache[key] = hit
+        return hit
+
+
+def _seed(*parts: Any) -> int:
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _public_step(step: dict) -> dict:
+    keys = ("stage", "hop", "action", "observation", "prob", "candidates", "chosen")
+    return {k: step.get(k) for k in keys}
+
+
+@dataclass
+class LabelStats:
+    questions: int = 0
+    trajectories: int = 0  # distinct paths written
+    samples: int = 0  # paths sampled (with repeats)
+    labeled_steps: int = 0  # steps of the distinct paths
+    positive_steps: int = 0
+    rollouts: int = 0  # completions actually run
+    rollouts_naive: int = 0  # completions a per-step, per-trajectory labeler would run
+    nodes: int = 0  # node executions actually run (sampling and completions)
+    nodes_naive: int = 0  # ... if every completion re-ran its prefix and no prefix were shared
+    seconds: float = 0.0
+
+
+class Labeler:
+    """Labels questions with MC values; `AgentSteps` must wrap a `CachedSearch` for the reuse to count."""
+
+    def __init__(self, steps: AgentSteps, config: LabelConfig) -> None:
+        self.steps, self.config = steps, config
+        self.metric = OUTCOME_METRICS[config.success]
+        self.stats = LabelStats()
+
+    def succeeded(self, state: dict, golden: list[str]) -> float:
+        if state.get("status") != "answered":
+            return 0.0
+        return 1.0 if self.metric(state.get("answer", ""), golden) >= self.config.threshold else 0.0
+
+    def _run(self, state: dict) -> tuple[dict, list[dict]]:
+        """Run to the end; returns the final state and every state along the way (after each node)."""
+        states = []
+        node = next_node(state)
+        while node is not None:
+            state = self.steps.run_node(node, state)
+            self.stats.nodes += 1
+            states.append(state)
+            node = next_node(state)
+            if len(states) > 64:
+                raise RuntimeError("a rollout did not finish within 64 nodes")
+        return state, states
+
+    def label_question(self, q: Question, corpus: str = "", split: str | None = None) -> list[dict]:
+        cfg = self.config
+        base = self.steps.start(
+            {"question": q.question, "mode": "sample", "seed": 0, "max_hops": cfg.max_hops, "k": cfg.k}
+        )
+        paths: dict[tuple, dict] = {}  # action prefix of a whole path -> its record
+        counts: dict[tuple, int] = {}
+        values: dict[tuple, tuple[float, float, int, int]] = {}  # prefix -> (mc, spre, rollouts, nodes)
+        for i in range(cfg.trajectories):
+            final, states = self._run(dict(base, seed=_seed(cfg.seed, q.id, "trajectory", i)))
+            steps = final["steps"]
+            key = tuple((s["stage"], s["action"]) for s in steps)
+            counts[key] = counts.get(key, 0) + 1
+            self.stats.samples += 1
+            for t in range(len(steps)):
+                prefix = key[: t + 1]
+                after = states[t]
+                comp_nodes = values[prefix][3] if prefix in values else None
+                if prefix not in values:
+                    values[prefix] = self._value(after, q, prefix)
+                    comp_nodes = values[prefix][3]
+                # What a labeler without prefix sharing would run: K completions per step per sample,
+                # each re-running the t+1 prefix nodes first.
+                k = values[prefix][2]
+                self.stats.rollouts_naive += k
+                self.stats.nodes_naive += k * (t + 1) + comp_nodes
+            if key not in paths:
+                paths[key] = {"final": final, "steps": steps}
+        records = []
+        outcome_golden = q.golden_answers
+        for key, path in paths.items():
+            steps = path["steps"]
+            mc = [values[key[: t + 1]][0] for t in range(len(steps))]
+            spre = [values[key[: t + 1]][1] for t in range(len(steps))]
+            labels = [1 if v > 0 else 0 for v in mc]
+            records.append(
+                {
+                    "format": LABELS_FORMAT,
+                    "id": f"{q.id}/{len(records)}",
+                    "question_id": q.id,
+                    "question": q.question,
+                    "golden_answers": outcome_golden,
+                    "corpus": corpus,
+                    "split": split or q.split,
+                    "prompt": q.question,
+                    "completions": [step_text(s) for s in steps],
+                    "stages": [s["stage"] for s in steps],
+                    "labels": labels,
+                    "values": [round(v, 4) for v in mc],
+                    "spre": [round(v, 4) for v in spre],
+                    "rollouts": [values[key[: t + 1]][2] for t in range(len(steps))],
+                    "steps": [_public_step(s) for s in steps],
+                    "answer": path["final"].get("answer", ""),
+                    "outcome": self.succeeded(path["final"], outcome_golden),
+                    "count": counts[key],
+                    "n_samples": cfg.trajectories,
+                    "config": asdict(cfg),
+                }
+            )
+            self.stats.trajectories += 1
+            self.stats.labeled_steps += len(steps)
+            self.stats.positive_steps += sum(labels)
+        self.stats.questions += 1
+        return records
+
+    def _value(self, state: dict, q: Question, prefix: tuple) -> tuple[float, float, int, int]:
+        """(MC value, SPRE value, rollouts run, completion nodes run) of the state a step left."""
+        cfg = self.config
+        if next_node(state) is None:  # the step ended the trajectory: its value is the outcome itself
+            r = self.succeeded(state, q.golden_answers)
+            return r, r, 0, 0
+        wins = spre = 0.0
+        nodes = 0
+        for j in range(cfg.completions):
+            seed = _seed(cfg.seed, q.id, "completion", repr(prefix), j)
+            before = len(state["steps"])
+            final, states = self._run(dict(state, seed=seed))
+            r = self.succeeded(final, q.golden_answers)
+            wins += r
+            spre += r * cfg.gamma ** (len(final["steps"]) - before)
+            nodes += len(states)
+        self.stats.rollouts += cfg.completions
+        return wins / cfg.completions, spre / cfg.completions, cfg.completions, nodes
+
+
+# -- the labels file -------------------------------------------------------------------------------------
+def validate_record(record: Any, where: str) -> dict:
+    """Raise LabelsError (naming `where`) unless `record` is one line of a reasonrag labels file."""
+    if not isinstance(record, dict):
+        raise LabelsError(f"{where}: a labels line is a JSON object, got {type(record).__name__}")
+    if record.get("format") != LABELS_FORMAT:
+        raise LabelsError(
+            f"{where}: not a reasonrag labels line (format {record.get('format')!r}, expected "
+            f"{LABELS_FORMAT!r}); make labels with `reasonrag label`"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise LabelsError(f"{where}: missing {', '.join(missing)}")
+    steps, labels, values = record["steps"], record["labels"], record["values"]
+    if not isinstance(steps, list) or not steps:
+        raise LabelsError(f"{where}: 'steps' must be a non-empty list")
+    if not (isinstance(labels, list) and isinstance(values, list)) or not len(steps) == len(labels) == len(
+        values
+    ):
+        raise LabelsError(f"{where}: 'steps', 'labels' and 'values' must be lists of the same length")
+    for i, (s, lab, v) in enumerate(zip(steps, labels, values)):
+        if not isinstance(s, dict) or s.get("stage") not in ("retrieve", "extract", "synthesize"):
+            raise LabelsError(f"{where}: step {i} has no known stage")
+        if lab not in (0, 1, None):
+            raise LabelsError(f"{where}: label {i} must be 0, 1 or null, got {lab!r}")
+        if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            raise LabelsError(f"{where}: value {i} must be a number in [0, 1] or null, got {v!r}")
+    if not isinstance(record["question"], str):
+        raise LabelsError(f"{where}: 'question' must be a string")
+    return record
+
+
+def read_labels(paths: str | Path | Iterable[str | Path]) -> list[dict]:
+    """All trajectories of one or more labels files, each line checked; errors name file and line."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    records = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise LabelsError(f"{path}: no such labels file")
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise LabelsError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                records.append(validate_record(record, f"{path}:{n}"))
+    if not records:
+        raise LabelsError(f"{', '.join(map(str, paths))}: no labeled trajectories")
+    return records
+
+
+def resume_point(path: Path, config: LabelConfig) -> set[str]:
+    """Question ids already complete in `path`; cuts off a torn last line or an unfinished last question.
+
+    Anything else that is wrong (a foreign file, other settings) is an error, and the file is left as is.
+    """
+    if not path.exists():
+        return set()
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")  # the last element follows the final newline: empty, or a torn write
+    want = asdict(config)
+    done: set[str] = set()
+    good_end = offset = 0  # byte offset after the last complete question
+    group_q, group_total, group_need = None, 0, 0
+    for n, line in enumerate(lines[:-1], 1):
+        offset += len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LabelsError(f"{path}:{n}: not valid JSON; is this a reasonrag labels file?") from None
+        validate_record(record, f"{path}:{n}")
+        if record.get("config") != want:
+            raise LabelsError(
+                f"{path}:{n}: labeled with other settings ({record.get('config')}); "
+                "resume with the same options, or write to a new --out"
+            )
+        qid = record.get("question_id")
+        if qid != group_q:
+            group_q, group_total, group_need = qid, 0, int(record.get("n_samples", 0))
+        group_total += int(record.get("count", 0))
+        if group_total >= group_need:
+            done.add(qid)
+            good_end = offset
+    if good_end != len(raw):
+        with path.open("r+b") as f:
+            f.truncate(good_end)
+    return done
+
+
+def summarise_labels(records: list[dict]) -> dict[str, Any]:
+    """Trajectories binned by step count, with success rate and mean MC value per bin."""
+    bins: dict[int, dict[str, float]] = {}
+    for r in records:
+        n = len(r["steps"])
+        b = bins.setdefault(n, {"trajectories": 0, "samples": 0, "successes": 0.0, "value_sum": 0.0})
+        b["trajectories"] += 1
+        b["samples"] += r.get("count", 1)
+        b["successes"] += r.get("outcome", 0.0) * r.get("count", 1)
+        b["value_sum"] += sum(v for v in r["values"] if v is not None) / len(r["values"])
+    out = {}
+    for n in sorted(bins):
+        b = bins[n]
+        out[str(n)] = {
+            "trajectories": int(b["trajectories"]),
+            "samples": int(b["samples"]),
+            "success_rate": round(b["successes"] / max(b["samples"], 1), 4),
+            "mean_value": round(b["value_sum"] / b["trajectories"], 4),
+        }
+    stages: dict[str, list[int]] = {}
+    for r in records:
+        for s, lab in zip(r["steps"], r["labels"]):
+            if lab is not None:
+                stages.setdefault(s["stage"], []).append(lab)
+    return {
+        "by_steps": out,
+        "positive_rate_by_stage": {k: round(sum(v) / len(v), 4) for k, v in sorted(stages.items())},
+    }
+
+
+def label_questions(
+    labeler: Labeler,
+    questions: list[Question],
+    out: str | Path,
+    *,
+    corpus: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Label every question not already in `out` (appending), then summarise the whole file."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = resume_point(out, labeler.config)
+    todo = [q for q in questions if q.id not in done]
+    policy = labeler.steps.policy
+    reads0 = (getattr(policy, "read_requests", 0), getattr(policy, "reads", 0))
+    search = labeler.steps.search
+    t0 = time.perf_counter()
+    bar = tqdm(todo, desc="label", unit="q", disable=not progress, file=sys.stderr)
+    with out.open("a", encoding="utf-8") as f:
+        for q in bar:
+            records = labeler.label_question(q, corpus=corpus)
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+            s = labeler.stats
+            bar.set_postfix(steps=s.labeled_steps, rollouts=s.rollouts)
+    labeler.stats.seconds = time.perf_counter() - t0
+    s = labeler.stats
+    requested = getattr(policy, "read_requests", 0) - reads0[0]
+    computed = getattr(policy, "reads", 0) - reads0[1]
+    summary = {
+        "out": str(out),
+        "questions_new": s.questions,
+        "questions_resumed": len(done & {q.id for q in questions}),
+        "trajectories_new": s.trajectories,
+        "samples_new": s.samples,
+        "labeled_steps_new": s.labeled_steps,
+        "positive_steps_new": s.positive_steps,
+        "rollouts": s.rollouts,
+        "rollouts_without_prefix_sharing": s.rollouts_naive,
+        "nodes": s.nodes,
+        "nodes_without_reuse": s.nodes_naive,
+        "reader_windows_requested": requested,
+        "reader_windows_computed": computed,
+        "searches_requested": getattr(search, "requests", None),
+        "searches_computed": getattr(search, "computed", None),
+        "seconds": round(s.seconds, 2),
+        "rollouts_per_second": round(s.rollouts / s.seconds, 2) if s.seconds > 0 else None,
+        "config": asdict(labeler.config),
+    }
+    summary.update(summarise_labels(read_labels(out)) if out.stat().st_size else {})
+    return summary
