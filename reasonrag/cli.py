@@ -49,6 +49,12 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sample", action="store_true", help="sample actions from the policy instead of greedy")
     g.add_argument("--seed", type=int, default=0, help="seed for --sample (default: 0)")
     g.add_argument(
+        "--prm",
+        default=None,
+        help="directory of a trained PRM that scores every step (default: the shipped encoder PRM)",
+    )
+    g.add_argument("--no-prm", action="store_true", help="do not score steps")
+    g.add_argument(
         "--policy-option",
         action="append",
         default=[],
@@ -67,8 +73,25 @@ def _build(args: argparse.Namespace):
     corpus = Corpus.load(args.corpus)
     retriever = DenseRetriever(corpus, args.encoder)
     policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
-    graph = build_agent(retriever=retriever, policy=policy, max_hops=args.max_hops, k=args.k)
+    scorer = None
+    prm = load_agent_prm(args)
+    if prm is not None:
+        from .prm import step_scorer
+
+        scorer = step_scorer(prm)
+    graph = build_agent(retriever=retriever, policy=policy, max_hops=args.max_hops, k=args.k, scorer=scorer)
     return corpus, graph
+
+
+def load_agent_prm(args: argparse.Namespace):
+    """The PRM `--prm` names, the shipped one by default, or None with --no-prm (or none shipped)."""
+    from .prm import SHIPPED_PRM, load_prm
+
+    if getattr(args, "no_prm", False):
+        return None
+    if args.prm is None and not (SHIPPED_PRM / "manifest.json").is_file():
+        return None
+    return load_prm(args.prm, encoder_name=args.encoder)
 
 
 def policy_config(options: list[str]):
@@ -195,6 +218,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ("latency p95 (s)", summary["latency_p95_s"]),
             ("peak memory (MB)", summary["peak_memory_mb"]),
         ]
+        for stage, auc in (summary.get("prm_auroc") or {}).items():
+            rows.append((f"PRM AUROC vs gold evidence: {stage}", auc))
         print(f"{corpus.name} / {args.split or 'all'}")
         for name, value in rows:
             print(f"  {name:<40} {'-' if value is None else value}")
@@ -271,6 +296,92 @@ def cmd_label(args: argparse.Namespace) -> int:
             f"    {n:>3} steps: {b['trajectories']:>5} distinct, {b['samples']:>5} sampled, "
             f"success {b['success_rate']:.2f}, mean MC value {b['mean_value']:.2f}"
         )
+    return 0
+
+
+def _gold_questions(records: list[dict], corpus: str | None) -> dict:
+    """Questions (with gold evidence) by id, from --corpus or the corpora the labels name."""
+    from .corpus import Corpus
+
+    names = [corpus] if corpus else sorted({r.get("corpus") for r in records if r.get("corpus")})
+    out = {}
+    for name in names:
+        out.update({q.id: q for q in Corpus.load(name).questions(None)})
+    return out
+
+
+def _print_stage_table(title: str, metrics: dict) -> None:
+    print(f"  {title}")
+    for stage, m in metrics.items():
+        auc = "-" if m["auroc"] is None else f"{m['auroc']:.3f}"
+        f1 = "-" if m["f1"] is None else f"{m['f1']:.3f}"
+        print(f"    {stage:<11} AUROC {auc:>6}  F1 {f1:>6}  steps {m['n']:>6}  positive {m['positive_rate']}")
+
+
+def cmd_train_prm(args: argparse.Namespace) -> int:
+    from .labeling import read_labels
+    from .prm_training import PRMTrainingConfig, train_prm
+
+    train = read_labels(args.labels)
+    dev = read_labels(args.dev_labels)
+    if args.model == "encoder":
+        from .encoder_prm import EncoderPRM
+
+        model = EncoderPRM(encoder_name=args.encoder)
+        lr = args.lr if args.lr is not None else 1e-3
+    else:
+        from .transformers_prm import TransformersPRM
+
+        model = TransformersPRM.from_base(args.model, mode=args.mode)
+        lr = args.lr if args.lr is not None else 5e-5
+    config = PRMTrainingConfig(
+        target=args.target,
+        epochs=args.epochs,
+        lr=lr,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        seed=args.seed,
+        fraction=args.fraction,
+    )
+    command = "reasonrag train-prm " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train-prm"] else None
+    result = train_prm(
+        model,
+        train,
+        dev,
+        args.out,
+        config,
+        progress=not args.no_progress,
+        manifest={"labels": [str(p) for p in args.labels], "command": command},
+    )
+    best = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), None)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"PRM saved to {result['out']}: best epoch {result['best_epoch']} of {result['epochs_run']}, "
+        f"{result['train_labeled_steps']} labeled steps, {result['seconds']}s"
+    )
+    if best:
+        _print_stage_table("dev, against MC labels:", best["per_stage"])
+    return 0
+
+
+def cmd_eval_prm(args: argparse.Namespace) -> int:
+    from .labeling import read_labels
+    from .prm import load_prm
+    from .prm_eval import evaluate_prm
+
+    records = read_labels(args.labels)
+    prm = load_prm(args.prm, encoder_name=args.encoder)
+    result = evaluate_prm(prm, records, _gold_questions(records, args.corpus))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"PRM {args.prm or '(shipped)'} on {result['trajectories']} labeled trajectories")
+    _print_stage_table("against MC labels (any rollout succeeded):", result["vs_mc"])
+    if "vs_gold" in result:
+        _print_stage_table("against gold evidence:", result["vs_gold"])
+        _print_stage_table("the MC values themselves against gold evidence:", result["mc_vs_gold"])
     return 0
 
 
@@ -389,6 +500,69 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser(
+        "train-prm",
+        help="train the stage-specific PRMs from step labels",
+        description="Train a PRM with step-level binary cross-entropy on labeled steps (unlabeled ones "
+        "masked), keeping the epoch with the best mean per-stage AUROC on --dev-labels. --model encoder "
+        "(default) trains small heads on the sentence encoder; any Hugging Face model name or path "
+        "trains a one-pass transformers PRM.",
+    )
+    p.add_argument(
+        "--labels", nargs="+", required=True, help="training labels JSONL file(s) from `reasonrag label`"
+    )
+    p.add_argument(
+        "--dev-labels", nargs="+", required=True, help="labels of dev questions, for early stopping"
+    )
+    p.add_argument("--out", required=True, help="model directory to write (manifest.json + safetensors)")
+    p.add_argument("--model", default="encoder", help="'encoder' (default) or a Hugging Face model name/path")
+    p.add_argument(
+        "--mode",
+        default="token-classification",
+        choices=["token-classification", "reward-token"],
+        help="how a transformers PRM reads step scores (default: token-classification)",
+    )
+    p.add_argument(
+        "--encoder", default=None, help="sentence encoder for --model encoder (default: the package)"
+    )
+    p.add_argument("--target", default="soft", choices=["soft", "hard"], help="soft MC values or hard labels")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs (default: 40)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: 1e-3 encoder, 5e-5 transformers)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="trajectories per update (default: 32)")
+    p.add_argument(
+        "--patience", type=int, default=6, help="epochs without dev gain before stopping (default: 6)"
+    )
+    p.add_argument(
+        "--fraction", type=float, default=1.0, help="train on this share of the questions (default: 1)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_train_prm)
+
+    p = sub.add_parser(
+        "eval-prm",
+        help="measure a PRM: per-stage AUROC/F1 against MC labels and gold evidence",
+        description="Score labeled trajectories with a PRM and report, per stage, AUROC and F1 against "
+        "the MC labels and against gold evidence (retrieve: a gold paragraph came in; extract: a gold "
+        "supporting sentence was kept; synthesize: the answer matches), and how well the MC values "
+        "themselves track gold evidence.",
+    )
+    p.add_argument("--labels", nargs="+", required=True, help="labels JSONL file(s) to score")
+    p.add_argument("--prm", default=None, help="PRM directory (default: the shipped one)")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="corpus whose questions hold the gold evidence (default: from the labels)",
+    )
+    p.add_argument(
+        "--encoder", default=None, help="sentence encoder for an encoder PRM (default: the package)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_prm)
     return ap
 
 

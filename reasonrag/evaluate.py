@@ -109,6 +109,10 @@ def evaluate(
         records.append(trajectory_record(q, state, time.perf_counter() - t0))
         bar.set_postfix(em=f"{_mean(r['em'] for r in records):.1f}")
     summary = summarise(records)
+    if any(s.get("score") is not None for r in records for s in r["steps"]):
+        from .prm_eval import prm_auroc_of_records
+
+        summary["prm_auroc"] = prm_auroc_of_records(records, {q.id: q for q in questions})
     summary["peak_memory_mb"] = peak_memory_mb()
     if predictions:
         path = Path(predictions)

@@ -125,7 +125,7 @@ def step_scorer(prm: PRM):
     return scorer
 
 
-def load_prm(path: str | Path | None = None, **kwargs: Any) -> PRM:
+def load_prm(path: str | Path | None = None, *, encoder_name: str | None = None) -> PRM:
     """Load a PRM directory by the kind its manifest names (default: the shipped encoder PRM)."""
     path = Path(path) if path is not None else SHIPPED_PRM
     manifest = path / "manifest.json"
@@ -140,9 +140,9 @@ def load_prm(path: str | Path | None = None, **kwargs: Any) -> PRM:
     if kind == "reasonrag-encoder-prm":
         from .encoder_prm import EncoderPRM
 
-        return EncoderPRM.load(path, **kwargs)
+        return EncoderPRM.load(path, encoder_name=encoder_name)
     if kind == "reasonrag-transformers-prm":
         from .transformers_prm import TransformersPRM
 
-        return TransformersPRM.from_pretrained(path, **kwargs)
+        return TransformersPRM.from_pretrained(path)
     raise ModelError(f"{manifest}: unknown PRM kind {kind!r}")

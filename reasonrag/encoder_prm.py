@@ -1,0 +1,267 @@
+"""The shipped PRM: the shared sentence encoder (frozen) with a small head per stage.
+
+Each step is embedded once, as text (its action and what came back). A step's score reads the question,
+the step, the path before it (the mean of the earlier steps' embeddings: no prefix is ever re-encoded)
+and a few numbers the trace already holds (the policy's probability for the action and its margin over
+the next candidate, retrieval and sentence scores, whether an answer occurs in the evidence). All the
+texts of a batch of trajectories go through the encoder in one call; training touches only the heads, so
+it takes minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+from .policy import STAGES
+from .prm import PRMBase, check_trajectory, step_text
+from .rewards import normalize_answer
+
+KIND = "reasonrag-encoder-prm"
+N_NUMERIC = 14
+
+
+@dataclass
+class EncoderPRMConfig:
+    hidden: int = 256
+    dropout: float = 0.1
+
+
+def _obs_scores(step: Mapping[str, Any]) -> list[float]:
+    obs = step.get("observation")
+    if not isinstance(obs, list):
+        return []
+    return [
+        float(o["score"]) for o in obs if isinstance(o, Mapping) and isinstance(o.get("score"), (int, float))
+    ]
+
+
+def numeric_features(question: str, steps: Sequence[Mapping[str, Any]], t: int) -> list[float]:
+    """The numbers a step's trace holds, scaled to about [0, 1]; zeros for plain-text steps."""
+    step = steps[t]
+    cands = step.get("candidates") or []
+    probs = sorted((float(c.get("prob", 0.0)) for c in cands if isinstance(c, Mapping)), reverse=True)
+    prob = step.get("prob")
+    has_prob = isinstance(prob, (int, float))
+    prob = float(prob) if has_prob else 0.0
+    others = [p for p in probs if p != prob] or [0.0]
+    margin = prob - max(others) if has_prob else 0.0
+    scores = _obs_scores(step)
+    obs = step.get("observation")
+    obs_text = obs if isinstance(obs, str) else ""
+    is_continue = float(obs_text == "another hop")
+    is_insufficient = float(obs_text == "not enough evidence")
+    is_answer = float(step.get("stage") == "synthesize" and not is_continue and not is_insufficient)
+    answer_in_evidence = answer_in_question = 0.0
+    if is_answer and obs_text:
+        ans = normalize_answer(obs_text)
+        evidence = " ".join(
+            normalize_answer(str(o.get("text", "")))
+            for s in steps[:t]
+            if s.get("stage") == "extract" and isinstance(s.get("observation"), list)
+            for o in s["observation"]
+            if isinstance(o, Mapping)
+        )
+        answer_in_evidence = float(bool(ans) and ans in evidence)
+        answer_in_question = float(bool(ans) and ans in normalize_answer(question))
+    return [
+        float(has_prob),
+        prob,
+        margin,
+        min(len(cands), 10) / 10,
+        float(step.get("hop") or 0) / 3,
+        min(t, 10) / 10,
+        sum(scores) / len(scores) if scores else 0.0,
+        max(scores) if scores else 0.0,
+        min(len(scores), 5) / 5,
+        is_answer,
+        is_continue,
+        is_insufficient,
+        answer_in_evidence,
+        answer_in_question,
+    ]
+
+
+class EncoderPRM(PRMBase, nn.Module):
+    """Sentence encoder + one MLP head per stage; `score` gives every step's chance of a right ending."""
+
+    def __init__(
+        self,
+        encoder: Any = None,
+        config: EncoderPRMConfig | None = None,
+        *,
+        encoder_name: str | None = None,
+        cache_size: int = 200_000,
+    ) -> None:
+        nn.Module.__init__(self)
+        from .encoder import encoder_fingerprint, load_encoder
+
+        self.config = config or EncoderPRMConfig()
+        self.encoder = encoder if encoder is not None else load_encoder(encoder_name)
+        self.encoder_info = encoder_fingerprint(encoder_name) if encoder is None else {}
+        dim = int(self.encoder.get_embedding_dimension())
+        self.dim = dim
+        in_dim = 5 * dim + N_NUMERIC
+        self.heads = nn.ModuleDict(
+            {
+                stage: nn.Sequential(
+                    nn.Linear(in_dim, self.config.hidden),
+                    nn.GELU(),
+                    nn.Dropout(self.config.dropout),
+                    nn.Linear(self.config.hidden, 1),
+                )
+                for stage in STAGES
+            }
+        )
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self.manifest: dict[str, Any] = {}
+
+    # -- embeddings, cached by text ----------------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """(n, dim) embeddings; texts not seen before go through the encoder together, in one call."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if new:
+            vecs = self.encoder.encode(
+                new, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            )
+            for text, v in zip(new, torch.from_numpy(vecs).float()):
+                self._cache[text] = v
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return torch.stack([self._cache[t] for t in texts]) if texts else torch.zeros((0, self.dim))
+
+    def features(self, trajectories: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
+        """Per trajectory a (steps, features) tensor; all texts embedded in one encoder call."""
+        for traj in trajectories:
+            check_trajectory(traj)
+        texts: list[str] = []
+        for traj in trajectories:
+            texts.append(traj["question"])
+            texts.extend(step_text(s) for s in traj["steps"])
+        emb = self.embed(texts)
+        out, pos = [], 0
+        for traj in trajectories:
+            steps = traj["steps"]
+            q = emb[pos]
+            a = emb[pos + 1 : pos + 1 + len(steps)]
+            pos += 1 + len(steps)
+            # Mean of the earlier steps' embeddings: the path so far, without re-encoding it.
+            csum = torch.cumsum(a, 0) - a
+            counts = torch.arange(len(steps), dtype=a.dtype).clamp(min=1).unsqueeze(1)
+            ctx = csum / counts
+            qs = q.expand_as(a)
+            num = torch.tensor(
+                [numeric_features(traj["question"], steps, t) for t in range(len(steps))], dtype=a.dtype
+            ).reshape(len(steps), N_NUMERIC)
+            out.append(torch.cat([qs, a, ctx, qs * a, ctx * a, num], dim=1))
+        return out
+
+    def step_logits(self, trajectories: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
+        """One logit per step (with grad), each from its stage's head."""
+        feats = self.features(trajectories)
+        out = []
+        for traj, x in zip(trajectories, feats):
+            logits = torch.zeros(len(traj["steps"]), dtype=x.dtype)
+            stages = [s["stage"] for s in traj["steps"]]
+            parts = []
+            for stage in STAGES:
+                idx = [i for i, s in enumerate(stages) if s == stage]
+                if idx:
+                    parts.append((idx, self.heads[stage](x[idx]).squeeze(-1)))
+            logits = torch.zeros(len(stages), dtype=x.dtype)
+            for idx, vals in parts:
+                logits = logits.index_put((torch.tensor(idx),), vals)
+            out.append(logits)
+        return out
+
+    def score(self, trajectories: Sequence[Mapping[str, Any]]) -> list[list[float]]:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                return [torch.sigmoid(x).tolist() for x in self.step_logits(trajectories)]
+        finally:
+            self.train(was_training)
+
+    # -- files -------------------------------------------------------------------------------------------
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {f"heads.{k}": v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}
+
+    def save(self, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write heads (safetensors) and manifest.json atomically: a reader never sees half a model."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            save_file(self.head_state(), str(tmp / "model.safetensors"))
+            manifest = {
+                **self.manifest,
+                **(extra or {}),
+                "kind": KIND,
+                "format": 1,
+                "stages": list(STAGES),
+                "config": asdict(self.config),
+                "encoder": self.encoder_info or self.manifest.get("encoder", {}),
+                "numeric_features": N_NUMERIC,
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            if directory.exists():
+                old = directory.with_name(directory.name + ".old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.manifest = manifest
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, encoder_name: str | None = None, encoder: Any = None) -> EncoderPRM:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{directory}: no readable manifest.json ({exc})") from exc
+        if manifest.get("kind") != KIND:
+            raise ModelError(f"{directory}: not an encoder PRM (kind {manifest.get('kind')!r})")
+        if manifest.get("numeric_features") != N_NUMERIC:
+            raise ModelError(f"{directory}: made by another version of the encoder PRM (features differ)")
+        prm = cls(encoder, EncoderPRMConfig(**manifest.get("config", {})), encoder_name=encoder_name)
+        want = (manifest.get("encoder") or {}).get("sha256")
+        have = prm.encoder_info.get("sha256")
+        if want and have and want != have:
+            raise ModelError(
+                f"{directory}: trained on encoder {manifest['encoder'].get('name')} (sha256 {want[:12]}...), "
+                f"but the loaded encoder differs (sha256 {have[:12]}...)"
+            )
+        try:
+            state = load_file(str(directory / "model.safetensors"))
+            prm.heads.load_state_dict({k.removeprefix("heads."): v.float() for k, v in state.items()})
+        except Exception as exc:  # noqa: BLE001 - any unreadable or mismatched file is the same error
+            raise ModelError(f"{directory}/model.safetensors does not fit this PRM: {exc}") from exc
+        prm.manifest = manifest
+        prm.eval()
+        return prm
+
+    def parameters(self, recurse: bool = True):  # the encoder stays frozen: only heads train
+        return self.heads.parameters(recurse)
