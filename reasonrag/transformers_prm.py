@@ -25,6 +25,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,10 @@ FALLBACK_SEPARATOR = (
     "<|step|>"  # added to the vocabulary only if the tokenizer has neither a sep nor an eos token
 )
 STAGE_INDEX = {stage: i for i, stage in enumerate(STAGES)}
+_CORE_KEYS = frozenset(
+    {"kind", "format", "mode", "stages", "separator", "max_length", "layout", "attention", "model_type"}
+    | {"good_token", "bad_token", "stage_tags"}
+)
 _PAD_BLOCK = 1 << 30  # padding's block number: after every real block, so pad rows still see real tokens
 
 
@@ -132,6 +138,7 @@ class TransformersPRM(PRMBase):
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.tokens_encoded = 0
+        self.info: dict[str, Any] = {}  # manifest keys beyond the core, kept across load and save
 
         # The separator: the tokenizer's own sep/eos token when it has one (a token the model already knows
         # as a boundary), else a new special token with a freshly initialised embedding.
@@ -174,9 +181,8 @@ class TransformersPRM(PRMBase):
             self._good_id, self._bad_id = ids[good_token], ids[bad_token]
             self._causal = True
             params = inspect.signature(model.forward).parameters
-            self._keep_logits = (
-                "logits_to_keep" in params
-            )  # only project the separator positions on the vocab
+            # project only the separator positions onto the (large) vocabulary, where the model allows it
+            self._keep_logits = "logits_to_keep" in params
             self._no_cache = "use_cache" in params
         unknown = set(self.stage_tags) - set(STAGES)
         if unknown:
@@ -218,6 +224,9 @@ class TransformersPRM(PRMBase):
                 label2id=dict(STAGE_INDEX),
                 ignore_mismatched_sizes=True,  # a checkpoint with another token head gets a fresh 3-stage one
             )
+        looks_local = str(name_or_path).startswith((os.sep, ".", "~")) or Path(name_or_path).exists()
+        if looks_local and not Path(name_or_path).expanduser().is_dir():
+            raise ModelError(f"no model directory at {name_or_path}")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_files_only)
             model = _auto_class(mode).from_pretrained(
@@ -278,13 +287,19 @@ class TransformersPRM(PRMBase):
                 stage_tags=manifest.get("stage_tags"),
             )
         options.update(kw)
-        return cls(model, tokenizer, mode=mode, **options)
+        prm = cls(model, tokenizer, mode=mode, **options)
+        prm.info = {k: v for k, v in manifest.items() if k not in _CORE_KEYS}
+        return prm
 
     load = from_pretrained
 
     def manifest(self) -> dict[str, Any]:
-        """What `from_pretrained` needs besides the transformers files: how trajectories are laid out."""
+        """What `from_pretrained` needs besides the transformers files: how trajectories are laid out.
+
+        Keys the core does not use (a trainer's `training` record, say) are carried over from load to save.
+        """
         out: dict[str, Any] = {
+            **self.info,
             "kind": MANIFEST_KIND,
             "format": MANIFEST_FORMAT,
             "mode": self.mode,
@@ -301,25 +316,37 @@ class TransformersPRM(PRMBase):
             out.update(good_token=self.good_token, bad_token=self.bad_token, stage_tags=dict(self.stage_tags))
         return out
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Model and tokenizer as transformers files (safetensors), then manifest.json last.
+    def save_pretrained(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Model and tokenizer as transformers files (safetensors) plus manifest.json, `extra` merged into it.
 
-        The old manifest goes first and the new one is written atomically, so a directory left by an
-        interrupted save has no manifest and is refused at load instead of mixing two models.
+        Written to a temporary sibling directory that then replaces `path`, so a reader (or a resumed
+        training run) never sees half a model or one model's weights under another's manifest.
         """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        manifest_path = path / "manifest.json"
-        manifest_path.unlink(missing_ok=True)
-        self.model.save_pretrained(str(path))
-        self.tokenizer.save_pretrained(str(path))
-        tmp = path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(self.manifest(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, manifest_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.model.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            core = self.manifest()
+            manifest = {**core, **(extra or {}), **{k: v for k, v in core.items() if k in _CORE_KEYS}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            if path.exists():
+                old = path.with_name(path.name + ".old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
 
-    def save(self, path: str | Path) -> None:
-        """Alias of `save_pretrained` (the shared PRM trainer calls `save`)."""
-        self.save_pretrained(path)
+    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Alias of `save_pretrained` (the shared PRM trainer calls `save(out, extra=...)`)."""
+        return self.save_pretrained(path, extra)
 
     # ---------------------------------------------------------------------------------------- torch plumbing
 
