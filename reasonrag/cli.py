@@ -299,10 +299,12 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gold_questions(records: list[dict], corpus: str | None) -> dict:
-    """Questions (with gold evidence) by id, from --corpus or the corpora the labels name."""
-    from .corpus import Corpus
+def _gold_questions(records: list[dict], corpus: str | None, questions: str | None = None) -> dict:
+    """Questions (with gold evidence) by id: a --questions file, --corpus, or the corpora the labels name."""
+    from .corpus import Corpus, load_questions
 
+    if questions:
+        return {q.id: q for q in load_questions(questions)}
     names = [corpus] if corpus else sorted({r.get("corpus") for r in records if r.get("corpus")})
     out = {}
     for name in names:
@@ -373,7 +375,7 @@ def cmd_eval_prm(args: argparse.Namespace) -> int:
 
     records = read_labels(args.labels)
     prm = load_prm(args.prm, encoder_name=args.encoder)
-    result = evaluate_prm(prm, records, _gold_questions(records, args.corpus))
+    result = evaluate_prm(prm, records, _gold_questions(records, args.corpus, args.questions))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -560,6 +562,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--encoder", default=None, help="sentence encoder for an encoder PRM (default: the package)"
+    )
+    p.add_argument(
+        "--questions", default=None, help="questions JSONL holding the gold evidence (instead of --corpus)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_prm)

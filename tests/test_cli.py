@@ -151,3 +151,101 @@ def test_console_script_runs_and_explains_itself():
     assert out.returncode == 0
     for command in ("index", "ask", "eval"):
         assert command in out.stdout
+
+
+def test_label_train_prm_then_ask_and_eval_with_the_new_prm(tmp_path, capsys):
+    """The PRM loop a user runs from the README, on the tiny corpus."""
+    labels = tmp_path / "labels.jsonl"
+    common = ["--corpus", CORPUS, "--questions", QUESTIONS, "--split", "dev", "-k", "3", "--max-hops", "2"]
+    argv = [
+        "label",
+        *common,
+        "--out",
+        str(labels),
+        "--trajectories",
+        "2",
+        "--completions",
+        "2",
+        "--json",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["questions_new"] == 2 and summary["labeled_steps_new"] > 0
+    assert summary["rollouts"] <= summary["rollouts_without_prefix_sharing"]
+    assert summary["by_steps"]
+    assert main(argv) == 0  # a rerun resumes: nothing new, nothing duplicated
+    again = last_json(capsys.readouterr().out)
+    assert again["questions_new"] == 0 and again["questions_resumed"] == 2
+    prm_dir = tmp_path / "prm"
+    assert (
+        main(
+            [
+                "train-prm",
+                "--labels",
+                str(labels),
+                "--dev-labels",
+                str(labels),
+                "--out",
+                str(prm_dir),
+                "--epochs",
+                "2",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    trained = last_json(capsys.readouterr().out)
+    assert trained["epochs_run"] >= 1 and (prm_dir / "manifest.json").is_file()
+    assert (
+        main(
+            [
+                "ask",
+                "Who wrote the novel The Quiet Orchard?",
+                "--corpus",
+                CORPUS,
+                "-k",
+                "3",
+                "--prm",
+                str(prm_dir),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    steps = last_json(capsys.readouterr().out)["steps"]
+    assert all(0.0 <= s["score"] <= 1.0 for s in steps)
+    assert main(["eval", *common, "--prm", str(prm_dir), "--json", "--no-progress"]) == 0
+    assert set(last_json(capsys.readouterr().out)["prm_auroc"]) <= {"retrieve", "extract", "synthesize"}
+    argv = ["eval-prm", "--labels", str(labels), "--prm", str(prm_dir), "--questions", QUESTIONS, "--json"]
+    assert main(argv) == 0
+    report = last_json(capsys.readouterr().out)
+    assert {"vs_mc", "vs_gold", "mc_vs_gold"} <= set(report)
+    assert report["vs_gold"]["retrieve"]["n"] > 0
+
+
+def test_ask_without_prm_leaves_scores_empty(capsys):
+    argv = [
+        "ask",
+        "Who wrote the novel The Quiet Orchard?",
+        "--corpus",
+        CORPUS,
+        "-k",
+        "3",
+        "--no-prm",
+        "--json",
+    ]
+    assert main(argv) == 0
+    assert all(s["score"] is None for s in last_json(capsys.readouterr().out)["steps"])
+
+
+@pytest.mark.parametrize("content", ['{"prompt": "q", "completions": ["a"], "labels": [true]}\n', "{oops\n"])
+def test_foreign_or_broken_labels_file_is_an_error_naming_the_line(tmp_path, capsys, content):
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text(content)
+    argv = ["train-prm", "--labels", str(bad), "--dev-labels", str(bad), "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "labels.jsonl:1" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
