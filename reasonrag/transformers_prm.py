@@ -72,7 +72,7 @@ def _token_id(tokenizer: Any, text: str) -> int | None:
 
 
 def _fair_shares(lengths: Sequence[int], budget: int) -> list[int]:
-    """How many tokens each piece keeps so the total fits `budget`: short pieces whole, long ones cut equally."""
+    """Tokens each piece keeps so the total fits `budget`: short pieces whole, long ones cut equally."""
     if sum(lengths) <= budget:
         return list(lengths)
     shares = [0] * len(lengths)
@@ -200,7 +200,7 @@ class TransformersPRM(PRMBase):
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
 
-    # ----------------------------------------------------------------------------------------- loading, saving
+    # ------------------------------------------------------------------------------------ loading, saving
 
     @classmethod
     def from_base(
@@ -211,7 +211,7 @@ class TransformersPRM(PRMBase):
         local_files_only: bool = True,
         **kw: Any,
     ) -> TransformersPRM:
-        """A fresh, untrained PRM on top of any checkpoint; the token-classification head is new (3 stages)."""
+        """A fresh, untrained PRM on any checkpoint; a token-classification head is new (one per stage)."""
         if mode not in MODES:
             raise InputError(f"unknown PRM mode {mode!r}: use one of {', '.join(MODES)}")
         from transformers import AutoTokenizer
