@@ -12,6 +12,8 @@ from typing import Any
 from .errors import InputError, ReasonRAGError
 
 DEFAULT_CORPUS = "hotpotqa"
+DEFAULT_BACKTRACK = False  # chosen on dev: see README "Backtracking"
+DEFAULT_THRESHOLD = 0.5
 
 
 def _quiet_libraries() -> None:
@@ -55,6 +57,36 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-prm", action="store_true", help="do not score steps")
     g.add_argument(
+        "--backtrack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="go back to the last branch point when the path score falls below --threshold "
+        f"(default: {'on' if DEFAULT_BACKTRACK else 'off'} when a PRM is loaded)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"backtrack when the path score is below this (default: {DEFAULT_THRESHOLD}, chosen on dev)",
+    )
+    g.add_argument("--max-backtracks", type=int, default=3, help="most backtracks per question (default: 3)")
+    g.add_argument(
+        "--aggregation",
+        default="min",
+        choices=["min", "prod", "mean", "last"],
+        help="how step scores make the path score (default: min)",
+    )
+    g.add_argument("--best-of", type=int, default=1, help="sample N trajectories and keep one (default: 1)")
+    g.add_argument(
+        "--select",
+        default="min",
+        choices=["min", "prod", "mean", "last", "orm", "combined", "vote"],
+        help="how --best-of keeps a trajectory (default: min, the weakest step scores best)",
+    )
+    g.add_argument(
+        "--alpha", type=float, default=0.5, help="outcome weight of --select combined (default: 0.5)"
+    )
+    g.add_argument(
         "--policy-option",
         action="append",
         default=[],
@@ -73,13 +105,30 @@ def _build(args: argparse.Namespace):
     corpus = Corpus.load(args.corpus)
     retriever = DenseRetriever(corpus, args.encoder)
     policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
-    scorer = None
     prm = load_agent_prm(args)
-    if prm is not None:
-        from .prm import step_scorer
+    backtrack = None
+    want_backtrack = args.backtrack if args.backtrack is not None else (prm is not None and DEFAULT_BACKTRACK)
+    if want_backtrack:
+        from .agent import BacktrackConfig
 
-        scorer = step_scorer(prm)
-    graph = build_agent(retriever=retriever, policy=policy, max_hops=args.max_hops, k=args.k, scorer=scorer)
+        if prm is None:
+            raise InputError("--backtrack needs step scores: drop --no-prm, or give --prm DIR")
+        backtrack = BacktrackConfig(
+            threshold=args.threshold, max_backtracks=args.max_backtracks, aggregation=args.aggregation
+        )
+    if args.best_of < 1:
+        raise InputError(f"--best-of must be at least 1, got {args.best_of}")
+    graph = build_agent(
+        retriever=retriever,
+        policy=policy,
+        max_hops=args.max_hops,
+        k=args.k,
+        prm=prm,
+        backtrack=backtrack,
+        best_of=args.best_of,
+        select=args.select,
+        alpha=args.alpha,
+    )
     return corpus, graph
 
 
@@ -132,22 +181,46 @@ def _fmt_score(step: dict) -> str:
     return "" if step.get("score") is None else f"  score={step['score']:.2f}"
 
 
+def _print_step(step: dict, out, mark: str = "") -> None:
+    head = f"{mark}[hop {step['hop'] + 1}] {step['stage']:<10}"
+    tail = f"(p={step['prob']:.2f}{_fmt_score(step)})"
+    pad = " " * (14 + len(mark))
+    if step["stage"] == "retrieve":
+        print(f"{head} query: {step['action']!r} {tail}", file=out)
+        for i, p in enumerate(step["observation"], 1):
+            print(f"{pad}{i}. {p['title']}  ({p['score']:.3f})", file=out)
+    elif step["stage"] == "extract":
+        print(f"{head} kept {len(step['observation'])} sentence(s) {tail}", file=out)
+        for s in step["observation"]:
+            print(f"{pad}- [{s['title']}] {s['text']}", file=out)
+    else:
+        print(f"{head} -> {step['observation']} {tail}", file=out)
+
+
 def print_trajectory(state: dict, out=None) -> None:
-    """Each step readably: stage, query, evidence with passage titles, the answer."""
+    """Each step readably (stage, query, evidence with passage titles, the answer), backtracks included."""
     out = out or sys.stdout
-    for step in state.get("steps", []):
-        head = f"[hop {step['hop'] + 1}] {step['stage']:<10}"
-        tail = f"(p={step['prob']:.2f}{_fmt_score(step)})"
-        if step["stage"] == "retrieve":
-            print(f"{head} query: {step['action']!r} {tail}", file=out)
-            for i, p in enumerate(step["observation"], 1):
-                print(f"{'':14}{i}. {p['title']}  ({p['score']:.3f})", file=out)
-        elif step["stage"] == "extract":
-            print(f"{head} kept {len(step['observation'])} sentence(s) {tail}", file=out)
-            for s in step["observation"]:
-                print(f"{'':14}- [{s['title']}] {s['text']}", file=out)
-        else:
-            print(f"{head} -> {step['observation']} {tail}", file=out)
+    if state.get("trace"):
+        for event in state["trace"]:
+            if event.get("event") == "backtrack":
+                print(
+                    f"  <- backtrack: {event['reason']}; back to step {event['to_step']} "
+                    f"({event['stage']}) to try {event['now_trying']!r}",
+                    file=out,
+                )
+            else:
+                _print_step(event, out)
+    else:
+        for step in state.get("steps", []):
+            _print_step(step, out)
+    if state.get("selected_from") not in (None, "path"):
+        print(f"\n(no backtrack left; kept the answer of the {state['selected_from']})", file=out)
+    if state.get("samples"):
+        print(f"\nbest of {len(state['samples'])} by {state.get('select')}:", file=out)
+        for i, smp in enumerate(state["samples"]):
+            mark = "*" if i == state.get("selected") else " "
+            low = "-" if smp.get("min") is None else f"{smp['min']:.2f}"
+            print(f"  {mark} {smp['answer']!r}  (min step score {low})", file=out)
     print(f"\nAnswer: {state.get('answer', '')}", file=out)
 
 
@@ -176,8 +249,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
                     "answer": state.get("answer", ""),
                     "status": state.get("status"),
                     "steps": steps,
-                    "backtracks": 0,
-                    "hops": state.get("hop", 0) + 1,
+                    "backtracks": state.get("backtracks", 0),
+                    "abandoned": state.get("abandoned", []),
+                    "path_score": state.get("path_score"),
+                    "hops": sum(1 for s in state["steps"] if s["stage"] == "retrieve"),
+                    **(
+                        {"samples": state["samples"], "selected": state["selected"]}
+                        if "samples" in state
+                        else {}
+                    ),
                     "seconds": {"load": round(t1 - t0, 3), "answer": round(t2 - t1, 3)},
                 }
             )
@@ -259,7 +339,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         completions=args.completions,
         gamma=args.gamma,
         success=args.success,
-        threshold=args.threshold if args.threshold is not None else (1.0 if args.success != "f1" else 0.5),
+        threshold=args.success_threshold
+        if args.success_threshold is not None
+        else (1.0 if args.success != "f1" else 0.5),
         max_hops=args.max_hops,
         k=args.k,
         seed=args.seed,
@@ -494,7 +576,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="outcome metric of a rollout (default: em)",
     )
     p.add_argument(
-        "--threshold",
+        "--success-threshold",
         type=float,
         default=None,
         help="success when the metric reaches this (default: 1; f1: 0.5)",

@@ -49,6 +49,9 @@ def trajectory_record(question: Question, state: dict, seconds: float) -> dict[s
         "evidence_recall": evidence_recall(question, state),
         "hops": sum(1 for s in state.get("steps", []) if s["stage"] == "retrieve"),
         "status": state.get("status"),
+        "backtracks": state.get("backtracks", 0),
+        "nodes": state.get("nodes")
+        or len(state.get("steps", [])) + sum(len(a["steps"]) for a in state.get("abandoned") or []),
         "seconds": round(seconds, 4),
         "steps": state.get("steps", []),
     }
@@ -78,6 +81,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "retrieval_recall": _mean(r["retrieval_recall"] for r in records),
         "evidence_recall": _mean(r["evidence_recall"] for r in records),
         "mean_hops": round(sum(r["hops"] for r in records) / max(len(records), 1), 3),
+        "backtrack_rate": _mean(float(r.get("backtracks", 0) > 0) for r in records),
+        "mean_backtracks": round(sum(r.get("backtracks", 0) for r in records) / max(len(records), 1), 3),
+        "nodes_per_question": round(sum(r.get("nodes", 0) for r in records) / max(len(records), 1), 2),
         "latency_p50_s": round(_percentile(latencies, 50), 4),
         "latency_p95_s": round(_percentile(latencies, 95), 4),
     }

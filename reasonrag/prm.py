@@ -56,7 +56,7 @@ def step_text(step: Mapping[str, Any]) -> str:
     if stage == "retrieve":
         return f"search: {action} -> {obs}"
     if stage == "extract":
-        return f"evidence: {obs or '(none)'}"
+        return f"evidence: {obs or action or '(none)'}"
     if stage == "synthesize":
         return f"answer: {obs or action}"
     return f"{action} -> {obs}" if obs else action
