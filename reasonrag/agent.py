@@ -69,12 +69,12 @@ def _rng(state: dict, stage: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
 
 
-def _emit(step: dict) -> None:
-    """Send a finished step to `stream_mode="custom"` listeners, if any."""
+def _emit(payload: dict, kind: str = "step") -> None:
+    """Send a finished step (or a backtrack) to `stream_mode="custom"` listeners, if any."""
     try:
         from langgraph.config import get_stream_writer
 
-        get_stream_writer()({"step": step})
+        get_stream_writer()({kind: payload})
     except Exception:  # noqa: BLE001 - outside a streaming run there is nobody to tell
         pass
 
@@ -367,7 +367,7 @@ class AgentSteps:
             "path_score": score,
             "now_trying": branch["candidates"][j]["text"],
         }
-        _emit({"backtrack": event})
+        _emit(event, "backtrack")
         return {
             "steps": {"truncate": cut, "add": []},
             "branches": {"truncate": bi, "add": []},
