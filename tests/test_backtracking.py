@@ -130,15 +130,15 @@ def test_best_of_n_keeps_the_sample_the_rule_prefers(parts, greedy):
 
 def test_selection_rules():
     samples = [
-        {"answer": "A", "scores": [0.9, 0.2], "orm": 0.9, "min": 0.2},
-        {"answer": "B", "scores": [0.7, 0.5], "orm": 0.3, "min": 0.5},
-        {"answer": "a", "scores": [0.3, 0.3], "orm": 0.1, "min": 0.3},
+        {"answer": "Paris", "scores": [0.9, 0.2], "orm": 0.9, "min": 0.2},
+        {"answer": "Rome", "scores": [0.7, 0.5], "orm": 0.3, "min": 0.5},
+        {"answer": "paris.", "scores": [0.3, 0.3], "orm": 0.1, "min": 0.3},
     ]
     assert select_sample(samples, "min") == 1
     assert select_sample(samples, "mean") == 1
     assert select_sample(samples, "last") == 1
     assert select_sample(samples, "orm") == 0
-    assert select_sample(samples, "vote") == 2  # "A" and "a" are one answer; its better-min sample wins
+    assert select_sample(samples, "vote") == 2  # "Paris" and "paris." are one answer; its better-min sample wins
     assert selection_scores(samples, "combined", alpha=1.0) == [0.9, 0.3, 0.1]
     with pytest.raises(InputError):
         select_sample(samples, "max")
