@@ -497,14 +497,15 @@ def build_agent(
     if best_of > 1:
         from .selection import best_of_n_graph
 
-        inner = _compile(nodes, None)
+        inner = compile_steps(nodes, None)
         graph = best_of_n_graph(inner, nodes, best_of, select, alpha, prm=prm, checkpointer=checkpointer)
     else:
-        graph = _compile(nodes, checkpointer)
+        graph = compile_steps(nodes, checkpointer)
     return graph
 
 
-def _compile(nodes: AgentSteps, checkpointer: Any):
+def compile_steps(nodes: AgentSteps, checkpointer: Any = None):
+    """Compile node functions into the agent graph (`build_agent` does this; chat keeps `nodes` at hand)."""
     graph = StateGraph(AgentState)
     graph.add_node("start", nodes.start)
     graph.add_node("retrieve", nodes.retrieve)
