@@ -70,6 +70,7 @@ def summarise_sample(state: dict, orm: float | None) -> dict[str, Any]:
 
 class BestOfNState(TypedDict, total=False):
     question: str
+    mode: str
     max_hops: int
     k: int
     seed: int
@@ -112,6 +113,7 @@ def best_of_n_graph(
         limit = recursion_limit(max_hops, 16)
         finals, samples = [], []
         for i in range(n):
+            t_sample = time.perf_counter()
             final = inner.invoke(
                 {
                     "question": state["question"],
@@ -125,7 +127,9 @@ def best_of_n_graph(
             last = (final.get("steps") or [None])[-1]
             orm = orm_score(final["question"], last) if last is not None else None
             finals.append(final)
-            samples.append(summarise_sample(final, orm))
+            samples.append(
+                dict(summarise_sample(final, orm), seconds=round(time.perf_counter() - t_sample, 4))
+            )
         chosen = select_sample(samples, select, alpha)
         best = finals[chosen]
         return {
