@@ -408,6 +408,12 @@ def cmd_train_prm(args: argparse.Namespace) -> int:
 
     train = read_labels(args.labels)
     dev = read_labels(args.dev_labels)
+    if args.target in ("gold", "mix"):
+        from .prm_training import attach_gold
+
+        gold = _gold_questions(train + dev, args.corpus, args.questions)
+        attach_gold(train, gold)
+        attach_gold(dev, gold)
     if args.model == "encoder":
         from .encoder_prm import EncoderPRM
 
@@ -420,6 +426,7 @@ def cmd_train_prm(args: argparse.Namespace) -> int:
         lr = args.lr if args.lr is not None else 5e-5
     config = PRMTrainingConfig(
         target=args.target,
+        gold_weight=args.gold_weight,
         epochs=args.epochs,
         lr=lr,
         batch_size=args.batch_size,
@@ -610,7 +617,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--encoder", default=None, help="sentence encoder for --model encoder (default: the package)"
     )
-    p.add_argument("--target", default="soft", choices=["soft", "hard"], help="soft MC values or hard labels")
+    p.add_argument(
+        "--target",
+        default="soft",
+        choices=["soft", "hard", "gold", "mix"],
+        help="soft MC values (default), hard MC labels, gold-evidence step labels of the training questions, "
+        "or a mix of gold and soft",
+    )
+    p.add_argument("--gold-weight", type=float, default=0.5, help="weight of gold labels in --target mix")
+    p.add_argument("--corpus", default=None, help="corpus with the gold evidence (default: from the labels)")
+    p.add_argument(
+        "--questions", default=None, help="questions JSONL with the gold evidence (instead of --corpus)"
+    )
     p.add_argument("--epochs", type=int, default=40, help="most epochs (default: 40)")
     p.add_argument(
         "--lr", type=float, default=None, help="learning rate (default: 1e-3 encoder, 5e-5 transformers)"

@@ -29,7 +29,7 @@ from .prm import PRMBase, check_trajectory, step_text
 from .rewards import normalize_answer
 
 KIND = "reasonrag-encoder-prm"
-N_NUMERIC = 14
+N_NUMERIC = 18
 
 
 @dataclass
@@ -63,6 +63,31 @@ def numeric_features(question: str, steps: Sequence[Mapping[str, Any]], t: int) 
     is_continue = float(obs_text == "another hop")
     is_insufficient = float(obs_text == "not enough evidence")
     is_answer = float(step.get("stage") == "synthesize" and not is_continue and not is_insufficient)
+    evidence_so_far = " ".join(
+        normalize_answer(str(o.get("text", "")))
+        for s in steps[:t]
+        if s.get("stage") == "extract" and isinstance(s.get("observation"), list)
+        for o in s["observation"]
+        if isinstance(o, Mapping)
+    )
+    q_norm = normalize_answer(question)
+    # Retrieval: does a passage's title occur in the question or in the evidence so far (a bridge entity)?
+    titles = [
+        normalize_answer(str(o.get("title", "")))
+        for o in (obs if isinstance(obs, list) else [])
+        if isinstance(o, Mapping) and step.get("stage") == "retrieve"
+    ]
+    titles = [x for x in titles if x]
+    title_in_question = float(any(x in q_norm for x in titles))
+    title_in_evidence = float(any(x in evidence_so_far for x in titles)) if evidence_so_far else 0.0
+    # Extraction: do the kept sentences name something the question names, or the bridge found so far?
+    kept = [
+        normalize_answer(str(o.get("title", "")))
+        for o in (obs if isinstance(obs, list) else [])
+        if isinstance(o, Mapping) and step.get("stage") == "extract"
+    ]
+    kept_title_in_question = float(any(x and x in q_norm for x in kept))
+    kept_title_in_evidence = float(any(x and x in evidence_so_far for x in kept)) if evidence_so_far else 0.0
     answer_in_evidence = answer_in_question = 0.0
     if is_answer and obs_text:
         ans = normalize_answer(obs_text)
@@ -90,6 +115,10 @@ def numeric_features(question: str, steps: Sequence[Mapping[str, Any]], t: int) 
         is_insufficient,
         answer_in_evidence,
         answer_in_question,
+        title_in_question,
+        title_in_evidence,
+        kept_title_in_question,
+        kept_title_in_evidence,
     ]
 
 
@@ -125,6 +154,7 @@ class EncoderPRM(PRMBase, nn.Module):
             }
         )
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._features: dict[int, torch.Tensor] = {}  # id(trajectory) -> features, while training
         self._cache_size = cache_size
         self.manifest: dict[str, Any] = {}
 
@@ -142,8 +172,22 @@ class EncoderPRM(PRMBase, nn.Module):
                 self._cache.popitem(last=False)
         return torch.stack([self._cache[t] for t in texts]) if texts else torch.zeros((0, self.dim))
 
+    def cache_features(self, trajectories: Sequence[Mapping[str, Any]] | None) -> None:
+        """Fix the features of these trajectories for a training run (the encoder is frozen); None clears."""
+        self._features = {}
+        if trajectories:
+            for i in range(0, len(trajectories), 256):
+                chunk = trajectories[i : i + 256]
+                for traj, x in zip(chunk, self._compute_features(chunk)):
+                    self._features[id(traj)] = x
+
     def features(self, trajectories: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
         """Per trajectory a (steps, features) tensor; all texts embedded in one encoder call."""
+        if self._features and all(id(t) in self._features for t in trajectories):
+            return [self._features[id(t)] for t in trajectories]
+        return self._compute_features(trajectories)
+
+    def _compute_features(self, trajectories: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
         for traj in trajectories:
             check_trajectory(traj)
         texts: list[str] = []

@@ -22,10 +22,15 @@ from torch.nn import functional as F
 from .errors import InputError
 from .prm_eval import per_stage
 
+TARGETS = ("soft", "hard", "gold", "mix")
+
 
 @dataclass
 class PRMTrainingConfig:
-    target: str = "soft"  # "hard": any rollout succeeded; "soft": the fraction (MC value)
+    # "hard": any rollout succeeded; "soft": the fraction (MC value); "gold": step correctness by gold
+    # evidence (like PRM800K's human step labels); "mix": gold_weight * gold + (1 - gold_weight) * soft.
+    target: str = "soft"
+    gold_weight: float = 0.5
     epochs: int = 40
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -35,18 +40,47 @@ class PRMTrainingConfig:
     fraction: float = 1.0  # share of the training trajectories used (data-scaling runs)
 
     def __post_init__(self) -> None:
-        if self.target not in ("hard", "soft"):
-            raise InputError(f"--target must be hard or soft, got {self.target!r}")
+        if self.target not in TARGETS:
+            raise InputError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if not 0.0 <= self.gold_weight <= 1.0:
+            raise InputError(f"--gold-weight must lie in [0, 1], got {self.gold_weight}")
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError("--epochs and --batch-size must be at least 1")
         if not 0.0 < self.fraction <= 1.0:
             raise InputError(f"--fraction must lie in (0, 1], got {self.fraction}")
 
 
-def targets(record: dict, target: str) -> list[float | None]:
+def targets(record: dict, target: str, gold_weight: float = 0.5) -> list[float | None]:
+    """Per-step training targets; None masks a step out of the loss."""
+    soft = [None if v is None else float(v) for v in record["values"]]
     if target == "hard":
         return [None if v is None else float(v) for v in record["labels"]]
-    return [None if v is None else float(v) for v in record["values"]]
+    if target == "soft":
+        return soft
+    gold = record.get("gold")
+    if gold is None:
+        raise InputError(
+            "--target gold/mix needs gold step labels: the labels' questions must carry gold evidence"
+        )
+    if target == "gold":
+        return [None if g is None else float(g) for g in gold]
+    return [
+        s if g is None else (float(g) if s is None else gold_weight * float(g) + (1 - gold_weight) * s)
+        for g, s in zip(gold, soft)
+    ]
+
+
+def attach_gold(records: list[dict], questions: dict) -> int:
+    """Add each record's gold step labels (from its question's gold evidence); returns how many got them."""
+    from .prm_eval import gold_step_labels
+
+    n = 0
+    for r in records:
+        q = questions.get(r.get("question_id"))
+        if q is not None:
+            r["gold"] = gold_step_labels(r["steps"], q)
+            n += 1
+    return n
 
 
 def subsample(records: list[dict], fraction: float, seed: int) -> list[dict]:
@@ -59,11 +93,13 @@ def subsample(records: list[dict], fraction: float, seed: int) -> list[dict]:
     return [r for r in records if r.get("question_id", r.get("id")) in keep]
 
 
-def batch_loss(model: Any, batch: list[dict], target: str) -> tuple[torch.Tensor, int]:
+def batch_loss(
+    model: Any, batch: list[dict], target: str, gold_weight: float = 0.5
+) -> tuple[torch.Tensor, int]:
     logits = model.step_logits(batch)
     xs, ys = [], []
     for lg, r in zip(logits, batch):
-        ts = targets(r, target)
+        ts = targets(r, target, gold_weight)
         mask = torch.tensor([t is not None for t in ts])
         if mask.any():
             xs.append(lg[mask])
@@ -74,14 +110,20 @@ def batch_loss(model: Any, batch: list[dict], target: str) -> tuple[torch.Tensor
     return F.binary_cross_entropy_with_logits(x, y), int(y.numel())
 
 
-def dev_metrics(model: Any, records: list[dict], batch_size: int = 64) -> dict[str, Any]:
+def dev_metrics(model: Any, records: list[dict], batch_size: int = 64, against: str = "mc") -> dict[str, Any]:
+    """Per-stage AUROC on dev against the MC labels, or against gold step labels ("gold")."""
     scores: list[list[float]] = []
     for i in range(0, len(records), batch_size):
         scores.extend(model.score(records[i : i + batch_size]))
     stages = [[s["stage"] for s in r["steps"]] for r in records]
-    metrics = per_stage(scores, [r["labels"] for r in records], stages)
+    labels = [r["gold"] if against == "gold" else r["labels"] for r in records]
+    metrics = per_stage(scores, labels, stages)
     aurocs = [m["auroc"] for m in metrics.values() if m["auroc"] is not None]
-    return {"per_stage": metrics, "mean_auroc": round(sum(aurocs) / len(aurocs), 4) if aurocs else None}
+    return {
+        "against": against,
+        "per_stage": metrics,
+        "mean_auroc": round(sum(aurocs) / len(aurocs), 4) if aurocs else None,
+    }
 
 
 def train_prm(
@@ -110,7 +152,14 @@ def train_prm(
     history: list[dict[str, Any]] = []
     best, best_epoch, waited = -1.0, 0, 0
     t0 = time.perf_counter()
-    labeled = sum(sum(1 for t in targets(r, config.target) if t is not None) for r in train)
+    labeled = sum(
+        sum(1 for t in targets(r, config.target, config.gold_weight) if t is not None) for r in train
+    )
+    against = "gold" if config.target in ("gold", "mix") else "mc"
+    if against == "gold" and not all("gold" in r for r in dev):
+        raise InputError("--target gold/mix stops early on gold step labels: the dev labels need them too")
+    if hasattr(model, "cache_features"):
+        model.cache_features(train + dev)
     bar = tqdm(
         range(1, config.epochs + 1), desc="train-prm", unit="epoch", disable=not progress, file=sys.stderr
     )
@@ -121,7 +170,7 @@ def train_prm(
         total, count = 0.0, 0
         for i in range(0, len(order), config.batch_size):
             batch = [train[j] for j in order[i : i + config.batch_size]]
-            loss, n = batch_loss(model, batch, config.target)
+            loss, n = batch_loss(model, batch, config.target, config.gold_weight)
             if n == 0:
                 continue
             opt.zero_grad()
@@ -129,7 +178,7 @@ def train_prm(
             opt.step()
             total += loss.item() * n
             count += n
-        dev_m = dev_metrics(model, dev)
+        dev_m = dev_metrics(model, dev, against=against)
         entry = {"epoch": epoch, "train_loss": round(total / max(count, 1), 5), **dev_m}
         history.append(entry)
         score = dev_m["mean_auroc"] if dev_m["mean_auroc"] is not None else -entry["train_loss"]
@@ -155,6 +204,8 @@ def train_prm(
             waited += 1
             if waited >= config.patience:
                 break
+    if hasattr(model, "cache_features"):
+        model.cache_features(None)
     return {
         "out": str(out),
         "best_epoch": best_epoch,
