@@ -29,7 +29,7 @@ from .prm import PRMBase, check_trajectory, step_text
 from .rewards import normalize_answer
 
 KIND = "reasonrag-encoder-prm"
-N_NUMERIC = 18
+N_NUMERIC = 20
 
 
 @dataclass
@@ -88,6 +88,19 @@ def numeric_features(question: str, steps: Sequence[Mapping[str, Any]], t: int) 
     ]
     kept_title_in_question = float(any(x and x in q_norm for x in kept))
     kept_title_in_evidence = float(any(x and x in evidence_so_far for x in kept)) if evidence_so_far else 0.0
+    # Extraction: lead sentences, and how well the search ranked the passages the sentences come from.
+    kept_items = [o for o in (obs if isinstance(obs, list) else []) if isinstance(o, Mapping)]
+    kept_lead = kept_passage_score = 0.0
+    if step.get("stage") == "extract" and kept_items:
+        kept_lead = sum(1 for o in kept_items if o.get("sentence_index") == 0) / len(kept_items)
+        rank_score = {
+            o.get("id"): float(o.get("score") or 0.0)
+            for s in steps[:t]
+            if s.get("stage") == "retrieve" and isinstance(s.get("observation"), list)
+            for o in s["observation"]
+            if isinstance(o, Mapping)
+        }
+        kept_passage_score = max(rank_score.get(o.get("passage_id"), 0.0) for o in kept_items)
     answer_in_evidence = answer_in_question = 0.0
     if is_answer and obs_text:
         ans = normalize_answer(obs_text)
@@ -119,6 +132,8 @@ def numeric_features(question: str, steps: Sequence[Mapping[str, Any]], t: int) 
         title_in_evidence,
         kept_title_in_question,
         kept_title_in_evidence,
+        kept_lead,
+        kept_passage_score,
     ]
 
 
