@@ -104,3 +104,32 @@ def test_fraction_keeps_whole_questions(data):
 def test_training_without_dev_labels_is_refused(data, tmp_path):
     with pytest.raises(InputError, match="dev"):
         train_prm(EncoderPRM(), data[0], [], tmp_path / "prm", progress=False)
+
+
+def test_gold_and_mix_targets_follow_the_gold_step_labels():
+    from reasonrag.prm_training import attach_gold, targets
+    from reasonrag.types import Question
+
+    q = Question(
+        id="q1",
+        question="?",
+        golden_answers=["Bo"],
+        split="train",
+        metadata={"gold_passages": ["P"], "supporting_facts": [["P", 0]]},
+    )
+    record = {
+        "question_id": "q1",
+        "steps": [
+            {"stage": "retrieve", "observation": [{"id": "P"}]},
+            {"stage": "extract", "observation": [{"passage_id": "P", "sentence_index": 3}]},
+            {"stage": "synthesize", "observation": "another hop"},
+        ],
+        "labels": [1, 1, 0],
+        "values": [0.5, 0.25, 0.0],
+    }
+    with pytest.raises(InputError, match="gold"):
+        targets(record, "gold")
+    assert attach_gold([record], {"q1": q}) == 1
+    assert targets(record, "gold") == [1.0, 0.0, None]  # a hop decision has no gold label: masked
+    assert targets(record, "mix", gold_weight=0.5) == [0.75, 0.125, 0.0]
+    assert targets(record, "hard") == [1.0, 1.0, 0.0]
