@@ -415,9 +415,12 @@ def cmd_train_prm(args: argparse.Namespace) -> int:
         attach_gold(train, gold)
         attach_gold(dev, gold)
     if args.model == "encoder":
-        from .encoder_prm import EncoderPRM
+        from .encoder_prm import EncoderPRM, EncoderPRMConfig
 
-        model = EncoderPRM(encoder_name=args.encoder)
+        model = EncoderPRM(
+            config=EncoderPRMConfig(hidden=args.hidden, dropout=args.dropout, inputs=args.inputs),
+            encoder_name=args.encoder,
+        )
         lr = args.lr if args.lr is not None else 1e-3
     else:
         from .transformers_prm import TransformersPRM
@@ -625,6 +628,18 @@ def make_parser() -> argparse.ArgumentParser:
         "or a mix of gold and soft",
     )
     p.add_argument("--gold-weight", type=float, default=0.5, help="weight of gold labels in --target mix")
+    p.add_argument(
+        "--hidden", type=int, default=256, help="encoder PRM: hidden units per stage head (default: 256)"
+    )
+    p.add_argument(
+        "--dropout", type=float, default=0.1, help="encoder PRM: dropout in the heads (default: 0.1)"
+    )
+    p.add_argument(
+        "--inputs",
+        default="full",
+        choices=["full", "interactions"],
+        help="encoder PRM: all embeddings and products, or only the products and numbers (default: full)",
+    )
     p.add_argument("--corpus", default=None, help="corpus with the gold evidence (default: from the labels)")
     p.add_argument(
         "--questions", default=None, help="questions JSONL with the gold evidence (instead of --corpus)"

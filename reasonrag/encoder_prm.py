@@ -29,13 +29,16 @@ from .prm import PRMBase, check_trajectory, step_text
 from .rewards import normalize_answer
 
 KIND = "reasonrag-encoder-prm"
-N_NUMERIC = 20
+N_NUMERIC = 23  # numeric_features() plus 3 question-sentence similarities
 
 
 @dataclass
 class EncoderPRMConfig:
     hidden: int = 256
     dropout: float = 0.1
+    # "full": question, step and path embeddings, their products and the numbers; "interactions": the
+    # products and the numbers only (fewer inputs, less to overfit on a few thousand labeled steps).
+    inputs: str = "full"
 
 
 def _obs_scores(step: Mapping[str, Any]) -> list[float]:
@@ -44,6 +47,17 @@ def _obs_scores(step: Mapping[str, Any]) -> list[float]:
         return []
     return [
         float(o["score"]) for o in obs if isinstance(o, Mapping) and isinstance(o.get("score"), (int, float))
+    ]
+
+
+def _kept_sentences(step: Mapping[str, Any]) -> list[str]:
+    obs = step.get("observation")
+    if step.get("stage") != "extract" or not isinstance(obs, list):
+        return []
+    return [
+        f"{o.get('title', '')}: {o.get('text', '')}".strip(": ")
+        for o in obs
+        if isinstance(o, Mapping) and o.get("text")
     ]
 
 
@@ -156,7 +170,9 @@ class EncoderPRM(PRMBase, nn.Module):
         self.encoder_info = encoder_fingerprint(encoder_name) if encoder is None else {}
         dim = int(self.encoder.get_embedding_dimension())
         self.dim = dim
-        in_dim = 5 * dim + N_NUMERIC
+        if self.config.inputs not in ("full", "interactions"):
+            raise ModelError(f"unknown encoder PRM inputs {self.config.inputs!r}")
+        in_dim = (5 if self.config.inputs == "full" else 2) * dim + N_NUMERIC
         self.heads = nn.ModuleDict(
             {
                 stage: nn.Sequential(
@@ -209,6 +225,9 @@ class EncoderPRM(PRMBase, nn.Module):
         for traj in trajectories:
             texts.append(traj["question"])
             texts.extend(step_text(s) for s in traj["steps"])
+            # Each kept sentence on its own too: a step's mean embedding dilutes the one that matters.
+            for s in traj["steps"]:
+                texts.extend(_kept_sentences(s))
         emb = self.embed(texts)
         out, pos = [], 0
         for traj in trajectories:
@@ -216,15 +235,28 @@ class EncoderPRM(PRMBase, nn.Module):
             q = emb[pos]
             a = emb[pos + 1 : pos + 1 + len(steps)]
             pos += 1 + len(steps)
+            sims = []
+            for s in steps:
+                n = len(_kept_sentences(s))
+                if n:
+                    cos = emb[pos : pos + n] @ q
+                    sims.append([float(cos.max()), float(cos.mean()), float(cos.min())])
+                else:
+                    sims.append([0.0, 0.0, 0.0])
+                pos += n
             # Mean of the earlier steps' embeddings: the path so far, without re-encoding it.
             csum = torch.cumsum(a, 0) - a
             counts = torch.arange(len(steps), dtype=a.dtype).clamp(min=1).unsqueeze(1)
             ctx = csum / counts
             qs = q.expand_as(a)
             num = torch.tensor(
-                [numeric_features(traj["question"], steps, t) for t in range(len(steps))], dtype=a.dtype
+                [numeric_features(traj["question"], steps, t) + sims[t] for t in range(len(steps))],
+                dtype=a.dtype,
             ).reshape(len(steps), N_NUMERIC)
-            out.append(torch.cat([qs, a, ctx, qs * a, ctx * a, num], dim=1))
+            if self.config.inputs == "full":
+                out.append(torch.cat([qs, a, ctx, qs * a, ctx * a, num], dim=1))
+            else:
+                out.append(torch.cat([qs * a, ctx * a, num], dim=1))
         return out
 
     def step_logits(self, trajectories: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
