@@ -1,7 +1,7 @@
 """PRM data scaling: per-stage AUROC against the share of labeled training steps used.
 
     python benchmarks/prm_scaling.py --labels runs/labels/*.train.jsonl --dev-labels runs/labels/*.dev.jsonl \\
-        --eval-labels runs/labels/hotpotqa.test.jsonl --target gold \\
+        --eval-labels runs/labels/hotpotqa.test.jsonl --target mix \\
         --out benchmarks/results/prm_scaling.json --plot benchmarks/results/prm_scaling.png
 
 Trains the encoder PRM on 10%, 30% and 100% of the training questions (same seed, same dev early
@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", nargs="+", required=True)
     ap.add_argument("--dev-labels", nargs="+", required=True)
     ap.add_argument("--eval-labels", nargs="+", required=True)
-    ap.add_argument("--target", default="gold", choices=["soft", "hard", "gold", "mix"])
+    ap.add_argument("--target", default="mix", choices=["soft", "hard", "gold", "mix"])
+    ap.add_argument("--inputs", default="interactions", choices=["full", "interactions"])
+    ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 1.0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--plot", default=None)
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from reasonrag.cli import _gold_questions, _quiet_libraries
-    from reasonrag.encoder_prm import EncoderPRM
+    from reasonrag.encoder_prm import EncoderPRM, EncoderPRMConfig
     from reasonrag.labeling import read_labels
     from reasonrag.prm import load_prm
     from reasonrag.prm_eval import evaluate_prm
@@ -42,12 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     attach_gold(train, gold)
     attach_gold(dev, gold)
     rows = []
+    shared = None
     for frac in args.fractions:
         torch.manual_seed(0)
         cfg = PRMTrainingConfig(target=args.target, fraction=frac)
+        prm = EncoderPRM(config=EncoderPRMConfig(inputs=args.inputs, dropout=args.dropout))
+        if shared is not None:
+            prm._cache = shared  # one frozen encoder: embed every text once for all runs
         with tempfile.TemporaryDirectory() as tmp:
-            result = train_prm(EncoderPRM(), train, dev, Path(tmp) / "prm", cfg, progress=False)
-            report = evaluate_prm(load_prm(Path(tmp) / "prm"), held, gold)
+            result = train_prm(prm, train, dev, Path(tmp) / "prm", cfg, progress=False)
+            shared = prm._cache
+            best = load_prm(Path(tmp) / "prm")
+            best._cache = shared
+            report = evaluate_prm(best, held, gold)
         rows.append(
             {
                 "fraction": frac,
