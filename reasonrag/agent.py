@@ -126,7 +126,7 @@ class BacktrackConfig:
     and the path still scores below the threshold, the answer of the best-scoring ending found is kept.
     """
 
-    threshold: float = 0.5
+    threshold: float = 0.2  # chosen on dev (benchmarks/results/backtrack_dev*.json)
     max_backtracks: int = 3
     aggregation: str = "min"
     min_prob: float = 0.02
