@@ -11,7 +11,6 @@ it takes minutes on 2 CPU cores.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections import OrderedDict
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .files import swap_in
 from .policy import STAGES
 from .prm import PRMBase, check_trajectory, step_text
 from .rewards import normalize_answer
@@ -118,14 +118,7 @@ def numeric_features(question: str, steps: Sequence[Mapping[str, Any]], t: int) 
     answer_in_evidence = answer_in_question = 0.0
     if is_answer and obs_text:
         ans = normalize_answer(obs_text)
-        evidence = " ".join(
-            normalize_answer(str(o.get("text", "")))
-            for s in steps[:t]
-            if s.get("stage") == "extract" and isinstance(s.get("observation"), list)
-            for o in s["observation"]
-            if isinstance(o, Mapping)
-        )
-        answer_in_evidence = float(bool(ans) and ans in evidence)
+        answer_in_evidence = float(bool(ans) and ans in evidence_so_far)
         answer_in_question = float(bool(ans) and ans in normalize_answer(question))
     return [
         float(has_prob),
@@ -297,6 +290,7 @@ class EncoderPRM(PRMBase, nn.Module):
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary directory
         try:
             save_file(self.head_state(), str(tmp / "model.safetensors"))
             manifest = {
@@ -310,14 +304,7 @@ class EncoderPRM(PRMBase, nn.Module):
                 "numeric_features": N_NUMERIC,
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            if directory.exists():
-                old = directory.with_name(directory.name + ".old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
+            swap_in(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

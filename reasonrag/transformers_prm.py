@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from .errors import InputError, ModelError
+from .files import swap_in
 from .policy import STAGES
 from .prm import PRMBase, check_trajectory, step_text
 
@@ -331,14 +332,7 @@ class TransformersPRM(PRMBase):
             core = self.manifest()
             manifest = {**core, **(extra or {}), **{k: v for k, v in core.items() if k in _CORE_KEYS}}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            if path.exists():
-                old = path.with_name(path.name + ".old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            swap_in(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
