@@ -439,15 +439,21 @@ def apply_update(state: dict, update: dict) -> dict:
     return new
 
 
-def rollout(steps: AgentSteps, state: dict, max_nodes: int = 64) -> dict:
-    """Run the agent from any intermediate state to the end, outside LangGraph (same node functions)."""
+def rollout(steps: AgentSteps, state: dict, max_nodes: int = 64) -> list[dict]:
+    """Run the agent from any intermediate state to the end, outside LangGraph (same node functions).
+
+    Returns the state after each node run, in order (the last is the final state; empty if `state` was
+    already final), so a caller can label every intermediate state without running anything twice.
+    """
+    states: list[dict] = []
     node = next_node(state)
-    for _ in range(max_nodes):
-        if node is None:
-            return state
+    while node is not None:
+        if len(states) >= max_nodes:
+            raise RuntimeError(f"rollout did not finish within {max_nodes} nodes")
         state = steps.run_node(node, state)
+        states.append(state)
         node = next_node(state)
-    raise RuntimeError(f"rollout did not finish within {max_nodes} nodes")
+    return states
 
 
 def build_agent(

@@ -308,6 +308,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_question_options(p: argparse.ArgumentParser, split: str | None, split_help: str) -> None:
+    """--split, --questions and --limit: which questions a command works through (read by `_questions`)."""
+    p.add_argument("--split", default=split, help=split_help)
+    p.add_argument("--questions", default=None, help="a questions JSONL file (default: the corpus's own)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+
+
 def _questions(args: argparse.Namespace, corpus) -> list:
     from .corpus import load_questions
 
@@ -549,9 +556,7 @@ def make_parser() -> argparse.ArgumentParser:
         "p50/p95 latency.",
     )
     _add_agent_options(p)
-    p.add_argument("--split", default=None, help="train, dev or test (default: all questions)")
-    p.add_argument("--questions", default=None, help="a questions JSONL file (default: the corpus's own)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    _add_question_options(p, None, "train, dev or test (default: all questions)")
     p.add_argument(
         "--predictions", default=None, help="write per-question predictions and trajectories (JSONL)"
     )
@@ -569,9 +574,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="labels JSONL file (appended to; resumed if it exists)")
     _add_agent_options(p)
-    p.add_argument("--split", default="train", help="which questions to label (default: train)")
-    p.add_argument("--questions", default=None, help="a questions JSONL file (default: the corpus's own)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    _add_question_options(p, "train", "which questions to label (default: train)")
     p.add_argument(
         "--trajectories", type=int, default=15, help="trajectories sampled per question (default: 15)"
     )

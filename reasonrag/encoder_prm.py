@@ -254,19 +254,14 @@ class EncoderPRM(PRMBase, nn.Module):
 
     def step_logits(self, trajectories: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
         """One logit per step (with grad), each from its stage's head."""
-        feats = self.features(trajectories)
         out = []
-        for traj, x in zip(trajectories, feats):
-            logits = torch.zeros(len(traj["steps"]), dtype=x.dtype)
+        for traj, x in zip(trajectories, self.features(trajectories)):
             stages = [s["stage"] for s in traj["steps"]]
-            parts = []
+            logits = x.new_zeros(len(stages))
             for stage in STAGES:
                 idx = [i for i, s in enumerate(stages) if s == stage]
                 if idx:
-                    parts.append((idx, self.heads[stage](x[idx]).squeeze(-1)))
-            logits = torch.zeros(len(stages), dtype=x.dtype)
-            for idx, vals in parts:
-                logits = logits.index_put((torch.tensor(idx),), vals)
+                    logits = logits.index_put((torch.tensor(idx),), self.heads[stage](x[idx]).squeeze(-1))
             out.append(logits)
         return out
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .agent import AgentSteps, next_node
+from .agent import AgentSteps, next_node, rollout
 from .errors import InputError, LabelsError
 from .prm import step_text
 from .rewards import OUTCOME_METRICS
@@ -119,16 +119,9 @@ class Labeler:
 
     def _run(self, state: dict) -> tuple[dict, list[dict]]:
         """Run to the end; returns the final state and every state along the way (after each node)."""
-        states = []
-        node = next_node(state)
-        while node is not None:
-            state = self.steps.run_node(node, state)
-            self.stats.nodes += 1
-            states.append(state)
-            node = next_node(state)
-            if len(states) > 64:
-                raise RuntimeError("a rollout did not finish within 64 nodes")
-        return state, states
+        states = rollout(self.steps, state)
+        self.stats.nodes += len(states)
+        return (states[-1] if states else state), states
 
     def label_question(self, q: Question, corpus: str = "", split: str | None = None) -> list[dict]:
         cfg = self.config

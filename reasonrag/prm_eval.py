@@ -101,6 +101,14 @@ def per_stage(
     return {stage: _metrics(*by[stage]) for stage in STAGES if by[stage][1]}
 
 
+def score_records(prm: Any, records: Sequence[Mapping[str, Any]], batch_size: int = 64) -> list[list[float]]:
+    """Every step of every record scored, `batch_size` trajectories per PRM call."""
+    scores: list[list[float]] = []
+    for i in range(0, len(records), batch_size):
+        scores.extend(prm.score(records[i : i + batch_size]))
+    return scores
+
+
 def evaluate_prm(
     prm: Any, records: list[dict], questions: Mapping[str, Question] | None = None, batch_size: int = 64
 ) -> dict[str, Any]:
@@ -108,9 +116,7 @@ def evaluate_prm(
 
     Also reports how well the MC values themselves track gold step correctness.
     """
-    scores: list[list[float]] = []
-    for i in range(0, len(records), batch_size):
-        scores.extend(prm.score(records[i : i + batch_size]))
+    scores = score_records(prm, records, batch_size)
     stages = [[s["stage"] for s in r["steps"]] for r in records]
     out: dict[str, Any] = {
         "trajectories": len(records),

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from .errors import InputError
-from .prm_eval import per_stage
+from .prm_eval import per_stage, score_records
 
 TARGETS = ("soft", "hard", "gold", "mix")
 
@@ -112,9 +112,7 @@ def batch_loss(
 
 def dev_metrics(model: Any, records: list[dict], batch_size: int = 64, against: str = "mc") -> dict[str, Any]:
     """Per-stage AUROC on dev against the MC labels, or against gold step labels ("gold")."""
-    scores: list[list[float]] = []
-    for i in range(0, len(records), batch_size):
-        scores.extend(model.score(records[i : i + batch_size]))
+    scores = score_records(model, records, batch_size)
     stages = [[s["stage"] for s in r["steps"]] for r in records]
     labels = [r["gold"] if against == "gold" else r["labels"] for r in records]
     metrics = per_stage(scores, labels, stages)

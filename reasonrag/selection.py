@@ -99,37 +99,43 @@ def best_of_n_graph(
     if select != "vote" and nodes.scorer is None:
         raise InputError(f"selection rule {select!r} needs step scores: pass a prm (or scorer)")
 
-    def orm_score(question: str, final_step: dict) -> float | None:
+    def orm_scores(question: str, finals: list[dict]) -> list[float | None]:
+        """Each sample's final step scored alone, all N in one PRM call."""
+        lasts = [(f.get("steps") or [None])[-1] for f in finals]
         if prm is not None:
-            return float(prm.score([{"question": question, "steps": [final_step]}])[0][0])
+            alone = [{"question": question, "steps": [last]} for last in lasts if last is not None]
+            scores = iter(prm.score(alone)) if alone else iter(())
+            return [float(next(scores)[0]) if last is not None else None for last in lasts]
         if nodes.scorer is not None:
-            return float(nodes.scorer({"question": question, "steps": []}, final_step))
-        return None
+            return [
+                float(nodes.scorer({"question": question, "steps": []}, last)) if last is not None else None
+                for last in lasts
+            ]
+        return [None] * len(finals)
 
     def sample_n(state: BestOfNState) -> dict:
         t0 = time.perf_counter()
         max_hops = int(state.get("max_hops") or nodes.max_hops)
         base_seed = int(state.get("seed") or 0)
         limit = recursion_limit(max_hops, 16)
-        finals, samples = [], []
+        finals, seconds = [], []
         for i in range(n):
             t_sample = time.perf_counter()
-            final = inner.invoke(
-                {
-                    "question": state["question"],
-                    "max_hops": max_hops,
-                    "k": state.get("k") or nodes.k,
-                    "mode": "sample",
-                    "seed": base_seed + i,
-                },
-                config={"recursion_limit": limit},
+            finals.append(
+                inner.invoke(
+                    {
+                        "question": state["question"],
+                        "max_hops": max_hops,
+                        "k": state.get("k") or nodes.k,
+                        "mode": "sample",
+                        "seed": base_seed + i,
+                    },
+                    config={"recursion_limit": limit},
+                )
             )
-            last = (final.get("steps") or [None])[-1]
-            orm = orm_score(final["question"], last) if last is not None else None
-            finals.append(final)
-            samples.append(
-                dict(summarise_sample(final, orm), seconds=round(time.perf_counter() - t_sample, 4))
-            )
+            seconds.append(round(time.perf_counter() - t_sample, 4))
+        orms = orm_scores(finals[0]["question"], finals)
+        samples = [dict(summarise_sample(f, orm), seconds=sec) for f, orm, sec in zip(finals, orms, seconds)]
         chosen = select_sample(samples, select, alpha)
         best = finals[chosen]
         return {
