@@ -60,3 +60,15 @@ class LabelsError(ReasonRAGError):
     """A step-labels file is malformed or not ours; the message names the file and line."""
 
     code = "INVALID_LABELS"
+
+
+class LLMOutputError(ReasonRAGError):
+    """A language model's reply could not be read (no usable tag) after the allowed retries."""
+
+    code = "LLM_OUTPUT"
+
+
+class LLMUnavailableError(ReasonRAGError):
+    """A language model cannot be loaded or reached: a missing package, key, server or model."""
+
+    code = "LLM_UNAVAILABLE"

@@ -1,0 +1,134 @@
+"""Scripted chat models for tests: replies computed from the prompt, so runs are deterministic.
+
+`ScriptedChatModel(respond=fn)` answers every call with `fn(stage, user_text, call_index)`; the stage is
+read from the task line of our prompts. `StructuredChatModel` also supports `with_structured_output`
+(tool calls), the way provider models do. `harbor_lights_agent` is a small but sensible policy for the
+tiny test corpus: it searches, cites the sentences that name a director or a birthplace, and answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, PrivateAttr
+
+from reasonrag.llm import register_llm
+
+
+def stage_of(messages: list[BaseMessage]) -> str:
+    """Which stage (or "judge") a conversation of ours asks for, from its first user message."""
+    text = str(messages[1].content if len(messages) > 1 else messages[0].content)
+    if "<score>" in text:
+        return "judge"
+    if "Write one search query" in text:
+        return "retrieve"
+    if "Pick the new sentences" in text:
+        return "extract"
+    return "synthesize"
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model whose reply is `respond(stage, user_text, call_index)`; thread-safe, counts calls."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    respond: Callable[[str, str, int], str]
+    model_name: str = "scripted"
+    _calls: list = PrivateAttr(default_factory=list)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        return self._calls
+
+    def _reply(self, messages: list[BaseMessage]) -> tuple[str, str, int]:
+        stage = stage_of(messages)
+        user = str(messages[-1].content)
+        with self._lock:
+            index = len(self._calls)
+            self._calls.append((stage, user))
+        return stage, user, index
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        stage, user, index = self._reply(messages)
+        text = self.respond(stage, str(messages[1].content if len(messages) > 1 else user), index)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+class StructuredChatModel(ScriptedChatModel):
+    """Also answers with tool calls, so `with_structured_output` works: `fields(stage, text, i)` gives the
+    arguments (a dict), or None for a reply without a tool call."""
+
+    fields: Callable[[str, str, int], dict | None]
+
+    def bind_tools(self, tools, *, tool_choice=None, **kwargs):
+        return self.bind(tools=tools, **kwargs)
+
+    def _generate(self, messages, stop=None, run_manager=None, tools=None, **kwargs) -> ChatResult:
+        if not tools:
+            return super()._generate(messages, stop, run_manager, **kwargs)
+        stage, user, index = self._reply(messages)
+        args = self.fields(stage, str(messages[1].content), index)
+        calls = (
+            []
+            if args is None
+            else [{"name": tools[0].__name__, "args": args, "id": f"c{index}", "type": "tool_call"}]
+        )
+        message = AIMessage(content="" if calls else "I cannot decide.", tool_calls=calls)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+# -- a sensible scripted policy for tests/data/tiny_corpus.jsonl ---------------------------------------------
+SENTENCE = re.compile(r"^\[(\d+)\] (.*)$", re.M)
+
+
+def numbered(user_text: str) -> list[tuple[int, str]]:
+    return [(int(n), text) for n, text in SENTENCE.findall(user_text)]
+
+
+def evidence_lines(user_text: str) -> str:
+    m = re.search(r"Evidence kept so far:\n<data>\n(.*?)\n</data>", user_text, re.S)
+    return m.group(1) if m else ""
+
+
+def harbor_lights_agent(answers: tuple[str, ...] = ("Enugu",)) -> Callable[[str, str, int], str]:
+    """Hop 1 asks the question, hop 2 the director's birthplace; extract cites director and birth
+    sentences; synthesize answers (cycling through `answers` by call) once a birthplace is kept."""
+
+    def respond(stage: str, text: str, index: int) -> str:
+        evidence = evidence_lines(text)
+        if stage == "retrieve":
+            if "directed by" in evidence:
+                return "Sure.\n<query>Miriam Okafor birthplace</query>"
+            question = re.search(r"Question: <data>(.*?)</data>", text).group(1)
+            return f"<query>{question}</query>"
+        if stage == "extract":
+            keep = [n for n, s in numbered(text) if "directed by" in s or "was born in" in s]
+            return "<evidence>" + (" ".join(f"[{n}]" for n in keep) or "none") + "</evidence>"
+        if stage == "synthesize":
+            if "was born in" in evidence or "No more searches" in text:
+                return f"<answer>{answers[index % len(answers)]}</answer>"
+            return "<query>where was the director born</query>"
+        return "<score>5</score>"
+
+    return respond
+
+
+def hashed_judge(stage: str, text: str, index: int) -> str:
+    """A judge whose grade is a fixed function of the prompt (so it is deterministic and stage-specific)."""
+    return f"Grade follows. <score>{int(hashlib.sha256(text.encode()).hexdigest(), 16) % 11}</score>"
+
+
+def register_scripted(provider: str, respond: Callable[[str, str, int], str]) -> None:
+    """`provider:anything` specs now build a fresh ScriptedChatModel with `respond`."""
+    register_llm(provider, lambda name, **kw: ScriptedChatModel(respond=respond, model_name=name))
