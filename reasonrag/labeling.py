@@ -333,6 +333,44 @@ def summarise_labels(records: list[dict]) -> dict[str, Any]:
     }
 
 
+def judge_records(judge: Any, records: list[dict]) -> None:
+    """Grade every step of `records` with an LLM judge (any PRM), written as `judge` beside `values`.
+
+    The records carry `golden_answers`, so the judge grades with the gold answer in view, as MC does.
+    """
+    for record, scores in zip(records, judge.score(records)):
+        record["judge"] = [round(float(x), 4) for x in scores]
+
+
+def compare_judge(records: list[dict]) -> dict[str, Any]:
+    """How the judge's grades track the MC labels, overall and per stage: agreement (grade >= 0.5 against
+    the hard label), AUROC of the grades against the hard labels, and mean |grade - MC value|."""
+    from .prm_eval import auroc
+
+    rows: dict[str, list[tuple[float, int, float | None]]] = {}
+    for r in records:
+        if not isinstance(r.get("judge"), list):
+            continue
+        for step, grade, label, value in zip(r["steps"], r["judge"], r["labels"], r["values"]):
+            if grade is not None and label is not None:
+                rows.setdefault(step["stage"], []).append((float(grade), int(label), value))
+
+    def stats(items: list[tuple[float, int, float | None]]) -> dict[str, Any]:
+        diffs = [abs(g - v) for g, _, v in items if v is not None]
+        auc = auroc([g for g, _, _ in items], [y for _, y, _ in items])
+        return {
+            "steps": len(items),
+            "agreement": round(sum((g >= 0.5) == bool(y) for g, y, _ in items) / len(items), 4),
+            "auroc": None if auc is None else round(auc, 4),
+            "mean_abs_diff": round(sum(diffs) / len(diffs), 4) if diffs else None,
+        }
+
+    everything = [row for items in rows.values() for row in items]
+    if not everything:
+        return {"steps": 0}
+    return {**stats(everything), "by_stage": {stage: stats(items) for stage, items in sorted(rows.items())}}
+
+
 def label_questions(
     labeler: Labeler,
     questions: list[Question],
@@ -340,8 +378,12 @@ def label_questions(
     *,
     corpus: str = "",
     progress: bool = True,
+    judge: Any = None,
 ) -> dict[str, Any]:
-    """Label every question not already in `out` (appending), then summarise the whole file."""
+    """Label every question not already in `out` (appending), then summarise the whole file.
+
+    With a `judge` (an LLM-judge PRM), every new record also gets the judge's grades (`judge_records`) and
+    the summary compares the two label sources (`judge_vs_mc`)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -356,6 +398,8 @@ def label_questions(
     with out.open("a", encoding="utf-8") as f:
         for q in bar:
             records = labeler.label_question(q, corpus=corpus)
+            if judge is not None:
+                judge_records(judge, records)
             f.write("".join(json.dumps(r) + "\n" for r in records))
             f.flush()
             os.fsync(f.fileno())
@@ -386,4 +430,7 @@ def label_questions(
         "config": asdict(labeler.config),
     }
     summary.update(summarise_labels(read_labels(out)) if out.stat().st_size else {})
+    if judge is not None and out.stat().st_size:
+        summary["judge_vs_mc"] = compare_judge(read_labels(out))
+        summary["judge_requests"] = getattr(judge, "requests", None)
     return summary

@@ -145,4 +145,8 @@ def load_prm(path: str | Path | None = None, *, encoder_name: str | None = None)
         from .transformers_prm import TransformersPRM
 
         return TransformersPRM.from_pretrained(path)
+    if kind == "reasonrag-llm-judge":
+        from .llm_judge import LLMJudgePRM
+
+        return LLMJudgePRM.load(path)
     raise ModelError(f"{manifest}: unknown PRM kind {kind!r}")

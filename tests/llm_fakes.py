@@ -132,3 +132,44 @@ def hashed_judge(stage: str, text: str, index: int) -> str:
 def register_scripted(provider: str, respond: Callable[[str, str, int], str]) -> None:
     """`provider:anything` specs now build a fresh ScriptedChatModel with `respond`."""
     register_llm(provider, lambda name, **kw: ScriptedChatModel(respond=respond, model_name=name))
+
+
+# -- a tiny causal LM (random weights, built offline) -----------------------------------------------------
+TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def tiny_llama_policy(*, seed: int = 0, chat_template: bool = False, **config: Any):
+    """A TransformersPolicy on a 2-layer, 32-wide random Llama with the offline MiniLM WordPiece tokenizer;
+    seeded without touching the global torch RNG state."""
+    import copy
+
+    import torch
+    from prm_factories import _tokenizer
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from reasonrag.transformers_policy import TransformersPolicy, TransformersPolicyConfig
+
+    tokenizer = copy.deepcopy(_tokenizer())
+    if chat_template:
+        tokenizer.chat_template = TEMPLATE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=2048,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.cls_token_id,
+                eos_token_id=tokenizer.sep_token_id,
+            )
+        )
+    config.setdefault("max_new_tokens", 12)
+    return TransformersPolicy(model, tokenizer, TransformersPolicyConfig(**config))

@@ -52,3 +52,14 @@ def tiny_transformers_prm(mode: str, *, seed: int = 0, **kw: Any) -> Transformer
         else:
             raise ValueError(f"unknown mode {mode!r}")
     return TransformersPRM(model, tokenizer, mode=mode, **kw)
+
+
+def scripted_judge() -> Any:
+    """An LLM-judge PRM on a scripted chat model whose grade is a fixed function of the prompt; saved and
+    loaded back by its spec (the scripted provider is registered here)."""
+    from llm_fakes import hashed_judge, register_scripted
+
+    from reasonrag.llm import llm_judge
+
+    register_scripted("scripted-judge", hashed_judge)
+    return llm_judge("scripted-judge:hashed")

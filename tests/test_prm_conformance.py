@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from prm_factories import tiny_transformers_prm
+from prm_factories import scripted_judge, tiny_transformers_prm
 
 from reasonrag.encoder_prm import EncoderPRM
 from reasonrag.prm import PRM, load_prm, step_scorer
@@ -21,6 +21,7 @@ PRMS = {
     "encoder": _encoder_prm,
     "transformers-token-classification": lambda: tiny_transformers_prm("token-classification"),
     "transformers-reward-token": lambda: tiny_transformers_prm("reward-token"),
+    "llm-judge": scripted_judge,
 }
 
 
