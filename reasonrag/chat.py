@@ -549,12 +549,10 @@ def add_parser(subparsers: Any, add_agent_options: Callable[[argparse.ArgumentPa
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .agent import BacktrackConfig, agent_steps
-    from .cli import load_agent_prm, policy_config
+    from .cli import load_agent_prm, make_policy
     from .corpus import Corpus
-    from .embedded_policy import EmbeddedPolicy
     from .index import default_cache_dir
     from .prm import step_scorer
-    from .reader import Reader
     from .retriever import DenseRetriever
 
     if args.best_of != 1:
@@ -575,7 +573,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         )
     nodes = agent_steps(
         retriever=DenseRetriever(corpus, args.encoder),
-        policy=EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option)),
+        policy=make_policy(args),
         max_hops=args.max_hops,
         k=args.k,
         scorer=step_scorer(prm) if prm is not None else None,

@@ -328,7 +328,7 @@ def candidates_from(view: StageView, outcomes: Sequence[tuple[Parsed, float]]) -
                 }
                 for i in value
             ]
-            text = " | ".join(f"{it['title']}: {it['text']}" for it in items) if items else NO_EVIDENCE
+            text = " | ".join(sentence_label(it) for it in items) if items else NO_EVIDENCE
             cands.append(Candidate("extract", text, {"sentences": items}, weight))
         elif kind == "answer":
             cands.append(Candidate("synthesize", value, {"type": "answer", "answer": value}, weight))

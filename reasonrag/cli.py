@@ -91,20 +91,34 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="set a knob of the embedded policy, e.g. keep_threshold=0.4 (repeatable; see EmbeddedPolicyConfig)",
+        help="set a knob of the policy, e.g. keep_threshold=0.4 (repeatable; see EmbeddedPolicyConfig, or "
+        "ChatPolicyConfig / TransformersPolicyConfig with --llm, e.g. n_candidates=4)",
+    )
+    g.add_argument(
+        "--llm",
+        default=None,
+        metavar="MODEL",
+        help="drive the agent with a language model instead of the embedded policy: provider:model through "
+        'LangChain (e.g. openai:gpt-4o-mini, ollama:llama3.1; pip install "reasonrag[llm]" and the '
+        "provider's package) or hf:PATH_OR_NAME for a local Hugging Face causal LM",
+    )
+    g.add_argument(
+        "--judge",
+        default=None,
+        metavar="MODEL",
+        help="score steps with an LLM judge (provider:model) instead of a trained PRM; in `label`, grade "
+        "every labeled step with it beside the MC values",
     )
 
 
 def _build(args: argparse.Namespace):
     from .agent import build_agent
     from .corpus import Corpus
-    from .embedded_policy import EmbeddedPolicy
-    from .reader import Reader
     from .retriever import DenseRetriever
 
     corpus = Corpus.load(args.corpus)
     retriever = DenseRetriever(corpus, args.encoder)
-    policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
+    policy = make_policy(args)
     prm = load_agent_prm(args)
     backtrack = None
     want_backtrack = args.backtrack if args.backtrack is not None else (prm is not None and DEFAULT_BACKTRACK)
@@ -132,24 +146,50 @@ def _build(args: argparse.Namespace):
     return corpus, graph
 
 
+def make_policy(args: argparse.Namespace):
+    """The policy of the agent options: a language model with --llm, else the embedded policy."""
+    if getattr(args, "llm", None):
+        from .llm import llm_policy, policy_config_class
+
+        return llm_policy(args.llm, **policy_options(args.policy_option, policy_config_class(args.llm)))
+    from .embedded_policy import EmbeddedPolicy
+    from .reader import Reader
+
+    return EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
+
+
 def load_agent_prm(args: argparse.Namespace):
-    """The PRM `--prm` names, the shipped one by default, or None with --no-prm (or none shipped)."""
+    """The PRM `--prm` names, the shipped one by default, an LLM judge with --judge, or None with --no-prm."""
     from .prm import SHIPPED_PRM, load_prm
 
     if getattr(args, "no_prm", False):
         return None
+    if getattr(args, "judge", None):
+        if args.prm is not None:
+            raise InputError("--judge and --prm both score steps: give one of them")
+        from .llm import llm_judge
+
+        return llm_judge(args.judge)
     if args.prm is None and not (SHIPPED_PRM / "manifest.json").is_file():
         return None
     return load_prm(args.prm, encoder_name=args.encoder)
 
 
-def policy_config(options: list[str]):
-    """EmbeddedPolicyConfig from KEY=VALUE strings, with a clear error for unknown keys or bad values."""
+def policy_config(options: list[str], cls: type | None = None):
+    """A policy config (EmbeddedPolicyConfig by default) from KEY=VALUE strings, with a clear error for
+    unknown keys or bad values."""
+    if cls is None:
+        from .embedded_policy import EmbeddedPolicyConfig
+
+        cls = EmbeddedPolicyConfig
+    return cls(**policy_options(options, cls))
+
+
+def policy_options(options: list[str], cls: type) -> dict[str, Any]:
+    """The typed values of KEY=VALUE strings for the fields of the config dataclass `cls`."""
     from dataclasses import fields
 
-    from .embedded_policy import EmbeddedPolicyConfig
-
-    known = {f.name: f for f in fields(EmbeddedPolicyConfig)}
+    known = {f.name: f for f in fields(cls)}
     values = {}
     for option in options:
         key, sep, raw = option.partition("=")
@@ -158,19 +198,24 @@ def policy_config(options: list[str]):
             raise InputError(
                 f"--policy-option {option!r}: use KEY=VALUE with KEY one of {', '.join(sorted(known))}"
             )
-        default = getattr(EmbeddedPolicyConfig(), key)
+        default = getattr(cls(), key)
+        kind = type(default)
+        if default is None:  # an optional knob: its annotation says what it holds ("float | None", ...)
+            annotation = str(known[key].type)
+            kind = float if "float" in annotation else int if "int" in annotation else str
+            if raw.lower() in ("none", "null", ""):
+                values[key] = None
+                continue
         try:
-            if isinstance(default, bool):
+            if kind is bool:
                 if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(raw)
                 values[key] = raw.lower() in ("true", "1", "yes")
             else:
-                values[key] = type(default)(raw)
+                values[key] = kind(raw)
         except ValueError:
-            raise InputError(
-                f"--policy-option {option!r}: {raw!r} is not a {type(default).__name__}"
-            ) from None
-    return EmbeddedPolicyConfig(**values)
+            raise InputError(f"--policy-option {option!r}: {raw!r} is not a {kind.__name__}") from None
+    return values
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,9 +381,7 @@ def _questions(args: argparse.Namespace, corpus) -> list:
 def cmd_label(args: argparse.Namespace) -> int:
     from .agent import AgentSteps
     from .corpus import Corpus
-    from .embedded_policy import EmbeddedPolicy
     from .labeling import CachedSearch, LabelConfig, Labeler, label_questions
-    from .reader import Reader
     from .retriever import DenseRetriever, as_search_backend
 
     config = LabelConfig(
@@ -356,9 +399,16 @@ def cmd_label(args: argparse.Namespace) -> int:
     corpus = Corpus.load(args.corpus)
     questions = _questions(args, corpus)
     search = CachedSearch(as_search_backend(DenseRetriever(corpus, args.encoder)))
-    policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
+    policy = make_policy(args)
+    judge = None
+    if args.judge:
+        from .llm import llm_judge
+
+        judge = llm_judge(args.judge)
     labeler = Labeler(AgentSteps(search, policy, max_hops=args.max_hops, k=args.k), config)
-    summary = label_questions(labeler, questions, args.out, corpus=corpus.name, progress=not args.no_progress)
+    summary = label_questions(
+        labeler, questions, args.out, corpus=corpus.name, progress=not args.no_progress, judge=judge
+    )
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -379,6 +429,13 @@ def cmd_label(args: argparse.Namespace) -> int:
         f"asked; searches computed {summary['searches_computed']} of {summary['searches_requested']}"
     )
     print(f"  {summary['seconds']}s, {summary['rollouts_per_second']} rollouts/s")
+    versus = summary.get("judge_vs_mc")
+    if versus and versus.get("steps"):
+        auc = "-" if versus["auroc"] is None else f"{versus['auroc']:.3f}"
+        print(
+            f"  judge vs MC labels ({versus['steps']} steps, {summary['judge_requests']} judge calls): "
+            f"agreement {versus['agreement']:.3f}, AUROC {auc}, mean |judge - MC value| {versus['mean_abs_diff']}"
+        )
     print("  trajectories by step count (whole file):")
     for n, b in summary.get("by_steps", {}).items():
         print(

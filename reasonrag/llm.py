@@ -121,14 +121,17 @@ def llm_policy(spec: str | Any, config: Any = None, **options: Any) -> Any:
             spec.config = config or config_from_options(type(spec.config), options)
         return spec
     cls = policy_config_class(spec)
-    config = config if config is not None else config_from_options(cls, options)
     if not isinstance(spec, str):
-        return ChatPolicy(spec, config)
+        return ChatPolicy(spec, config if config is not None else config_from_options(cls, options))
     parsed = parse_llm_spec(spec)
     if parsed.kind == "hf":
         from .transformers_policy import TransformersPolicy
 
+        if config is None:  # a saved policy's own config, with `options` over it
+            config_from_options(cls, options)  # unknown or bad options fail here, before loading
+            return TransformersPolicy.from_pretrained(parsed.model, **options)
         return TransformersPolicy.from_pretrained(parsed.model, config=config)
+    config = config if config is not None else config_from_options(cls, options)
     kwargs = {} if config.temperature is None else {"temperature": config.temperature}
     return ChatPolicy(load_chat_model(spec, **kwargs), config, name=spec, provider=parsed.provider)
 

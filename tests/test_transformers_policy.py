@@ -1,0 +1,261 @@
+"""The transformers policy on a tiny random Llama: prompts, sampling with log-probs, training plumbing."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from llm_fakes import tiny_llama_policy
+
+from reasonrag.chat_policy import PRIMERS, candidates_from, parse_reply, view_of_decision, view_of_state
+from reasonrag.errors import InputError, ModelError
+from reasonrag.llm import llm_policy
+from reasonrag.policy import Candidate
+from reasonrag.policy_learning import Decision, TrainablePolicy
+from reasonrag.rewards import normalize_answer
+from reasonrag.transformers_policy import TransformersPolicy, target_completion
+
+Q = "Where was the director of the film Harbor Lights born?"
+HL = "Harbor Lights is a 1987 drama film directed by Miriam Okafor."
+BORN = "She was born in Enugu, Nigeria."
+RETRIEVED = [
+    {
+        "id": "hl",
+        "title": "Harbor Lights (film)",
+        "sentences": [HL, "It was shot in Lisbon."],
+        "score": 0.5,
+        "hop": 1,
+    },
+    {
+        "id": "mo",
+        "title": "Miriam Okafor",
+        "sentences": ["Miriam Okafor is a film director.", BORN],
+        "score": 0.5,
+        "hop": 1,
+    },
+]
+EVIDENCE = [{"passage_id": "hl", "title": "Harbor Lights (film)", "sentence_index": 0, "text": HL, "hop": 0}]
+STATE = {"question": Q, "hop": 1, "max_hops": 3, "retrieved": RETRIEVED, "evidence": [], "seen": []}
+
+
+def decision(
+    stage: str, candidates: list[str], chosen: int = 0, context: list[str] | None = None, **meta
+) -> Decision:
+    return Decision(
+        question=Q,
+        stage=stage,
+        hop=1,
+        context=list(context or []),
+        candidates=candidates,
+        base_logprobs=[math.log(1 / len(candidates))] * len(candidates),
+        chosen=chosen,
+        behaviour_logprob=math.log(1 / len(candidates)),
+        meta=meta,
+    )
+
+
+@pytest.fixture(scope="module")
+def policy() -> TransformersPolicy:
+    return tiny_llama_policy()
+
+
+def test_is_a_policy_and_a_trainable_policy(policy):
+    assert isinstance(policy, TrainablePolicy) and hasattr(policy, "propose")
+
+
+def test_prompts_use_the_chat_template_when_the_tokenizer_has_one():
+    view = view_of_state("retrieve", STATE)
+    templated = tiny_llama_policy(chat_template=True).prompt_text(view)
+    assert templated.startswith("<|system|>") and templated.endswith("<|assistant|>\n<query>")
+    plain = tiny_llama_policy().prompt_text(view)
+    assert "<|system|>" not in plain and plain.endswith("Reply:\n<query>")
+
+
+def test_retrieve_samples_distinct_completions_weighted_by_their_log_probs(policy):
+    cands = policy.propose("retrieve", STATE)
+    assert 1 < len(cands) <= 4 and math.isclose(sum(c.prob for c in cands), 1.0)
+    assert all(c.action == {"query": c.text} for c in cands)
+    # The same sampling by hand: each distinct completion weighs exp(its summed token log-probs).
+    view = view_of_state("retrieve", STATE)
+    prompt = policy.prompt_ids(view)
+    completions = policy._sample(prompt, 0)
+    with torch.no_grad():
+        logps = policy.sequence_logprobs([prompt] * len(completions), completions).tolist()
+    parsed = [
+        parse_reply(view, PRIMERS["retrieve"] + policy.tokenizer.decode(c, skip_special_tokens=True))
+        for c in completions
+    ]
+    expected = candidates_from(view, [(p, math.exp(lp)) for p, lp in zip(parsed, logps)])
+    assert [(c.text, round(c.prob, 6)) for c in cands] == [(c.text, round(c.prob, 6)) for c in expected]
+
+
+def test_sampling_is_seeded_by_the_prompt(policy):
+    again = tiny_llama_policy()
+    assert again.propose("retrieve", STATE) == policy.propose("retrieve", STATE)
+    other = tiny_llama_policy(seed=0, n_candidates=4, temperature=0.8)
+    other.config.seed = 1
+    assert other.propose("retrieve", STATE) != policy.propose("retrieve", STATE)
+    greedy = tiny_llama_policy(temperature=0.0)
+    assert len(greedy.propose("retrieve", STATE)) == 1
+
+
+def test_action_logprobs_sum_the_completion_tokens_given_the_decision_prompt(policy):
+    d = decision(
+        "synthesize",
+        ["Enugu", "(another hop)", "(not enough evidence)"],
+        context=[f"Harbor Lights (film): {HL}"],
+    )
+    view = view_of_decision(d)
+    got = policy.action_logprobs([d, d, d], [0, 1, 2])
+    for a, text in enumerate(
+        ["<answer>Enugu</answer>", f"<query>{Q}</query>", "<answer>insufficient</answer>"]
+    ):
+        prompt, completion = policy.prompt_ids(view), policy.completion_ids(text)
+        ids = torch.tensor([prompt + completion])
+        with torch.no_grad():
+            logits = policy.model(input_ids=ids).logits[0].float()
+        manual = sum(
+            torch.log_softmax(logits[len(prompt) - 1 + i], -1)[tok].item() for i, tok in enumerate(completion)
+        )
+        assert got[a].item() == pytest.approx(manual, abs=1e-4)
+    assert completion[-1] == policy.tokenizer.sep_token_id  # the completion ends with the model's eos
+
+
+def test_batched_log_probs_equal_one_at_a_time_and_carry_gradients(policy):
+    ds = [
+        decision("retrieve", ["Miriam Okafor birthplace", "Harbor Lights"]),
+        decision(
+            "synthesize",
+            ["Enugu", "Lisbon"],
+            context=[f"Harbor Lights (film): {HL}", f"Miriam Okafor: {BORN}"],
+        ),
+        decision("extract", [f"Harbor Lights (film): {HL} | Miriam Okafor: {BORN}", "(no evidence)"]),
+    ]
+    together = policy.action_logprobs(ds)
+    alone = torch.cat([policy.action_logprobs([d]) for d in ds])
+    assert together.detach().tolist() == pytest.approx(alone.detach().tolist(), abs=1e-4)
+    together.sum().backward()
+    assert all(p.grad is not None for p in policy.trainable_parameters())
+    policy.model.zero_grad()
+
+
+def test_target_completions_decide_each_candidate():
+    d = decision(
+        "extract",
+        [f"Harbor Lights (film): {HL} | Miriam Okafor: {BORN}", f"Miriam Okafor: {BORN}", "(no evidence)"],
+    )
+    view = view_of_decision(d)
+    assert [s["text"] for s in view.sentences] == [f"Harbor Lights (film): {HL}", f"Miriam Okafor: {BORN}"]
+    assert [target_completion(view, c) for c in d.candidates] == [
+        "[1] [2]</evidence>",
+        "[2]</evidence>",
+        "none</evidence>",
+    ]
+    for text in d.candidates:  # and reading the completion back gives the same candidate
+        (cand,) = candidates_from(
+            view, [(parse_reply(view, "<evidence>" + target_completion(view, text)), 1.0)]
+        )
+        assert cand.text == text
+    synth = view_of_decision(decision("synthesize", ["x"]))
+    assert target_completion(synth, "(another hop: Okafor birthplace)") == "<query>Okafor birthplace</query>"
+    with pytest.raises(InputError):
+        target_completion(view, "Not a shown sentence.")
+
+
+def test_taught_actions_are_proposed_through_the_real_generate_path():
+    """A few steps of maximising `action_logprobs` on one answer and one evidence choice: the live
+    prompts equal the decision prompts, so propose (generate, parse, weigh) returns what was taught."""
+    policy = tiny_llama_policy(n_candidates=3)
+    synth_state = dict(
+        STATE,
+        evidence=EVIDENCE
+        + [dict(EVIDENCE[0], passage_id="mo", title="Miriam Okafor", sentence_index=1, text=BORN)],
+    )
+    extract_view = view_of_state("extract", STATE)
+    teach = [
+        decision(
+            "synthesize",
+            ["Enugu", "Lisbon"],
+            context=[f"Harbor Lights (film): {HL}", f"Miriam Okafor: {BORN}"],
+        ),
+        decision("extract", [f"Miriam Okafor: {BORN}", "(no evidence)"], sentences=extract_view.sentences),
+    ]
+    opt = torch.optim.Adam(policy.trainable_parameters(), lr=1e-2)
+    policy.train()
+    for _ in range(60):
+        loss = -policy.action_logprobs(teach).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+    answer = policy.propose("synthesize", synth_state)[0]
+    assert (
+        answer.action["type"] == "answer" and normalize_answer(answer.text) == "enugu" and answer.prob > 0.5
+    )
+    kept = policy.propose("extract", STATE)[0]
+    assert [(s["passage_id"], s["sentence_index"], s["text"]) for s in kept.action["sentences"]] == [
+        ("mo", 1, BORN)
+    ]
+
+
+def test_frozen_copy_keeps_the_weights_and_takes_no_gradients(policy):
+    d = decision("synthesize", ["Enugu", "Lisbon"])
+    ref = policy.frozen_copy()
+    assert ref.action_logprobs([d]).item() == pytest.approx(policy.action_logprobs([d]).item(), abs=1e-5)
+    assert not ref.trainable_parameters()
+
+
+def test_save_and_load_round_trip(policy, tmp_path: Path):
+    d = decision("synthesize", ["Enugu", "Lisbon"])
+    with torch.no_grad():
+        before = policy.action_logprobs([d, d], [0, 1]).tolist()
+    path = policy.save(tmp_path / "policy", {"training": {"algorithm": "dpo"}})
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["kind"] == "reasonrag-transformers-policy" and manifest["training"] == {
+        "algorithm": "dpo"
+    }
+    for again in (TransformersPolicy.from_pretrained(path), llm_policy(f"hf:{path}"), llm_policy(str(path))):
+        assert again.config == policy.config
+        with torch.no_grad():
+            assert again.action_logprobs([d, d], [0, 1]).tolist() == pytest.approx(before, abs=1e-5)
+    assert llm_policy(f"hf:{path}", n_candidates=2).config.n_candidates == 2
+
+
+def test_lora_trains_only_adapters_and_saves_a_merged_model(tmp_path: Path):
+    pytest.importorskip("peft")
+    base = tiny_llama_policy()
+    lora = tiny_llama_policy(lora_r=4)
+    names = [n for n, p in lora.model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    d = decision("synthesize", ["Enugu", "Lisbon"])
+    with torch.no_grad():
+        assert lora.action_logprobs([d]).item() == pytest.approx(base.action_logprobs([d]).item(), abs=1e-5)
+    opt = torch.optim.Adam(lora.trainable_parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = -lora.action_logprobs([d]).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        trained = lora.action_logprobs([d]).item()
+    assert trained > base.action_logprobs([d]).item()
+    loaded = TransformersPolicy.from_pretrained(lora.save(tmp_path / "lora"), lora_r=0)
+    assert not hasattr(loaded.model, "peft_config")  # merged: loads without peft
+    with torch.no_grad():
+        assert loaded.action_logprobs([d]).item() == pytest.approx(trained, abs=1e-4)
+
+
+def test_a_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="no model directory"):
+        llm_policy(f"hf:{tmp_path / 'nowhere'}")
+    with pytest.raises(ModelError, match="no model directory"):
+        llm_policy("./no/such/model")
+
+
+def test_extract_without_new_sentences_needs_no_model(policy):
+    assert policy.propose("extract", dict(STATE, retrieved=[])) == [
+        Candidate("extract", "(no evidence)", {"sentences": []}, 1.0)
+    ]
