@@ -89,12 +89,20 @@ def _step(
         "action": chosen.text,
         "detail": chosen.action,
         "prob": round(chosen.prob, 6),
-        "candidates": [{"text": c.text, "prob": round(c.prob, 6)} for c in cands],
+        "candidates": [_candidate_record(c) for c in cands],
         "chosen": idx,
         "observation": observation,
         "score": None,
         "seconds": round(time.perf_counter() - started, 4),
     }
+
+
+def _candidate_record(c: Candidate) -> dict:
+    """A candidate as the trace keeps it; a tuned policy's base probability too (policy training reads it)."""
+    out = {"text": c.text, "prob": round(c.prob, 6)}
+    if isinstance(c.action, dict) and "base_prob" in c.action:
+        out["base_prob"] = round(float(c.action["base_prob"]), 6)
+    return out
 
 
 def _lead(sentences: list[str], limit: int = 200) -> str:

@@ -95,6 +95,13 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "ChatPolicyConfig / TransformersPolicyConfig with --llm, e.g. n_candidates=4)",
     )
     g.add_argument(
+        "--policy",
+        default=None,
+        metavar="DIR",
+        help="a trained policy head (from `reasonrag train-policy`) over the policy's candidates; "
+        "'untrained' for the plain embedded policy (default: the shipped head when there is one)",
+    )
+    g.add_argument(
         "--llm",
         default=None,
         metavar="MODEL",
@@ -155,7 +162,17 @@ def make_policy(args: argparse.Namespace):
     from .embedded_policy import EmbeddedPolicy
     from .reader import Reader
 
-    return EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
+    policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
+    return with_policy_head(policy, getattr(args, "policy", None), args.encoder)
+
+
+def with_policy_head(policy, path: str | None, encoder: str | None = None):
+    """Wrap `policy` in the trained head `path` names (the shipped one by default; 'untrained': none)."""
+    from .policy_head import SHIPPED_POLICY, load_policy_head
+
+    if path == "untrained" or (path is None and not (SHIPPED_POLICY / "manifest.json").is_file()):
+        return policy
+    return load_policy_head(path or SHIPPED_POLICY, policy, encoder_name=encoder)
 
 
 def load_agent_prm(args: argparse.Namespace):
@@ -636,7 +653,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--trajectories", type=int, default=15, help="trajectories sampled per question (default: 15)"
     )
     p.add_argument(
-        "--completions", type=int, default=16, help="rollouts from every step's state (default: 16)"
+        "--completions",
+        type=int,
+        default=16,
+        help="rollouts from every step's state (default: 16; 0 explores only: no MC values, for "
+        "`train-policy --process-reward prm`)",
     )
     p.add_argument("--gamma", type=float, default=0.9, help="SPRE discount per step (default: 0.9)")
     p.add_argument(
@@ -747,12 +768,17 @@ def make_parser() -> argparse.ArgumentParser:
     from .chat import add_parser as add_chat_parser
 
     add_chat_parser(sub, _add_agent_options)
+
+    from .train_policy_cli import add_parser as add_train_policy_parser
+
+    add_train_policy_parser(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in trained models' manifests
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -48,8 +48,8 @@ class LabelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.trajectories < 1 or self.completions < 1:
-            raise InputError("--trajectories and --completions must be at least 1")
+        if self.trajectories < 1 or self.completions < 0:
+            raise InputError("--trajectories must be at least 1 and --completions at least 0")
         if self.success not in OUTCOME_METRICS:
             raise InputError(f"--success {self.success!r}: use one of {', '.join(OUTCOME_METRICS)}")
         if not 0.0 < self.gamma <= 1.0:
@@ -157,7 +157,7 @@ class Labeler:
             steps = path["steps"]
             mc = [values[key[: t + 1]][0] for t in range(len(steps))]
             spre = [values[key[: t + 1]][1] for t in range(len(steps))]
-            labels = [1 if v > 0 else 0 for v in mc]
+            labels = [None if v is None else int(v > 0) for v in mc]
             records.append(
                 {
                     "format": LABELS_FORMAT,
@@ -171,8 +171,8 @@ class Labeler:
                     "completions": [step_text(s) for s in steps],
                     "stages": [s["stage"] for s in steps],
                     "labels": labels,
-                    "values": [round(v, 4) for v in mc],
-                    "spre": [round(v, 4) for v in spre],
+                    "values": [None if v is None else round(v, 4) for v in mc],
+                    "spre": [None if v is None else round(v, 4) for v in spre],
                     "rollouts": [values[key[: t + 1]][2] for t in range(len(steps))],
                     "steps": [_public_step(s) for s in steps],
                     "answer": path["final"].get("answer", ""),
@@ -184,16 +184,21 @@ class Labeler:
             )
             self.stats.trajectories += 1
             self.stats.labeled_steps += len(steps)
-            self.stats.positive_steps += sum(labels)
+            self.stats.positive_steps += sum(x for x in labels if x)
         self.stats.questions += 1
         return records
 
-    def _value(self, state: dict, q: Question, prefix: tuple) -> tuple[float, float, int, int]:
-        """(MC value, SPRE value, rollouts run, completion nodes run) of the state a step left."""
+    def _value(self, state: dict, q: Question, prefix: tuple) -> tuple[float | None, float | None, int, int]:
+        """(MC value, SPRE value, rollouts run, completion nodes run) of the state a step left.
+
+        With no completions (explore only) a step that does not end the trajectory has no value (None).
+        """
         cfg = self.config
         if next_node(state) is None:  # the step ended the trajectory: its value is the outcome itself
             r = self.succeeded(state, q.golden_answers)
             return r, r, 0, 0
+        if cfg.completions == 0:
+            return None, None, 0, 0
         wins = spre = 0.0
         nodes = 0
         for j in range(cfg.completions):
