@@ -173,3 +173,22 @@ def tiny_llama_policy(*, seed: int = 0, chat_template: bool = False, **config: A
         )
     config.setdefault("max_new_tokens", 12)
     return TransformersPolicy(model, tokenizer, TransformersPolicyConfig(**config))
+
+
+def varied_agent(stage: str, text: str, index: int) -> str:
+    """Replies that differ from call to call (three kinds per stage), for conformance suites: the first hop
+    still asks the question itself."""
+    question = re.search(r"Question: <data>(.*?)</data>", text).group(1)
+    if stage == "retrieve":
+        if "none yet" in text:
+            return f"<query>{question}</query>"
+        return ["<query>{q}</query>", "<query>Miriam Okafor</query>", "<query>director of {q}</query>"][
+            index % 3
+        ].format(q=question)
+    if stage == "extract":
+        return ["<evidence>[1]</evidence>", "<evidence>[1] [3]</evidence>", "<evidence>none</evidence>"][
+            index % 3
+        ]
+    return ["<answer>Enugu</answer>", "<query>more about the director</query>", "<answer>Lisbon</answer>"][
+        index % 3
+    ]

@@ -21,7 +21,15 @@ def _embedded():
     return EmbeddedPolicy()
 
 
-POLICIES = {"embedded": _embedded}
+def _chat():
+    from llm_fakes import ScriptedChatModel, varied_agent
+
+    from reasonrag.chat_policy import ChatPolicy, ChatPolicyConfig
+
+    return ChatPolicy(ScriptedChatModel(respond=varied_agent), ChatPolicyConfig(n_candidates=3))
+
+
+POLICIES = {"embedded": _embedded, "chat": _chat}
 
 
 @pytest.fixture(scope="module", params=sorted(POLICIES))
