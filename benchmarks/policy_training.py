@@ -1,0 +1,257 @@
+"""Our Table 3: training the search policy from outcome, process and combined rewards, and DPO.
+
+    python benchmarks/policy_training.py train --labels runs/labels/{hotpotqa,2wikimultihopqa}.train.jsonl \\
+        --dev-labels runs/labels/{hotpotqa,2wikimultihopqa}.dev.jsonl --runs runs/policy \\
+        --out benchmarks/results/policy_training.json --plot benchmarks/results/policy_reward_curves.png
+    python benchmarks/policy_training.py evaluate --runs runs/policy --corpus hotpotqa --split dev --limit 50 \\
+        --out benchmarks/results/policy_eval_hotpotqa_dev.json
+    python benchmarks/policy_training.py report --results benchmarks/results/policy_eval_*.json \\
+        --plot benchmarks/results/policy_comparison.png
+
+`train` trains every variant from the same explored trajectories (same questions, same exploration budget):
+policy gradient with alpha = 1 (outcome only), 0 (process only) and the combined alphas, and DPO on SPRE
+sibling pairs; plus outcome-only and combined on the first N questions (data efficiency). Step rewards are
+the shipped PRM's scores (`--process-reward prm`, scored once and cached). `evaluate` runs the greedy agent
+with each trained head, and untrained, on one split; all variants share one embedded policy, so readings
+computed once are reused. `report` prints the tables and draws the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+ALPHAS = (1.0, 0.0, 0.3, 0.5, 0.7)
+
+
+def _name(algorithm: str, alpha: float | None = None, questions: int | None = None) -> str:
+    base = "dpo" if algorithm == "dpo" else f"pg-alpha{alpha:g}"
+    return base + (f"-q{questions}" if questions else "")
+
+
+def train(args) -> dict:
+    from reasonrag.cli import _quiet_libraries
+    from reasonrag.labeling import read_labels
+    from reasonrag.policy_head import PolicyHead, TunedPolicy
+    from reasonrag.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
+    from reasonrag.prm import load_prm
+    from reasonrag.train_policy_cli import first_questions
+
+    _quiet_libraries()
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    records = read_labels(args.labels)
+    dev = read_labels(args.dev_labels)
+    cache = runs / "prm_rewards.pkl"
+    if cache.is_file():
+        rewards, dev_rewards = pickle.loads(cache.read_bytes())
+    else:
+        prm = load_prm(args.prm)
+        rewards, dev_rewards = step_rewards(records, "prm", prm), step_rewards(dev, "prm", prm)
+        cache.write_bytes(pickle.dumps((rewards, dev_rewards)))
+    shared = PolicyHead()
+    index = {id(r): i for i, r in enumerate(records)}
+    jobs = [("pg", a, None) for a in args.alphas] + [("dpo", None, None)]
+    jobs += [("pg", a, n) for n in args.questions for a in (1.0, args.combined_alpha)]
+    out = {"labels": [Path(p).name for p in args.labels], "variants": {}}
+    for algorithm, alpha, n in jobs:
+        name = _name(algorithm, alpha, n)
+        subset = first_questions(records, n)
+        sub_rewards = [rewards[index[id(r)]] for r in subset]
+        head = PolicyHead(shared.encoder)
+        head._cache = shared._cache  # one embedding cache for every variant
+        policy = TunedPolicy(None, head)
+        if algorithm == "pg":
+            config = PolicyGradientConfig(
+                alpha=alpha, epochs=args.epochs, lr=args.lr, kl_coef=args.kl, seed=args.seed
+            )
+        else:
+            config = DPOConfig(epochs=args.epochs, lr=args.lr, margin=args.margin, seed=args.seed)
+        t0 = time.perf_counter()
+        result = train_policy(
+            policy,
+            subset,
+            config,
+            rewards=sub_rewards,
+            dev_records=dev,
+            dev_rewards=dev_rewards,
+            progress=False,
+        )
+        questions = len({r["question_id"] for r in subset})
+        policy.save(
+            runs / name,
+            {
+                "command": "python benchmarks/policy_training.py train (variant " + name + ")",
+                "data": {"labels": out["labels"], "questions": questions, "trajectories": len(subset)},
+                "training": result.config,
+                "history": result.history,
+            },
+        )
+        out["variants"][name] = {
+            "algorithm": algorithm,
+            "alpha": alpha,
+            "questions": questions,
+            "examples": result.examples,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "history": result.history,
+        }
+        last = result.history[-1]
+        print(
+            f"{name}: {questions} q, {result.examples} examples, {result.seconds}s; "
+            f"train reward {result.history[0].get('train_reward')} -> {last.get('train_reward')}, "
+            f"dev reward {result.history[0].get('dev_reward')} -> {last.get('dev_reward')}",
+            file=sys.stderr,
+            flush=True,
+        )
+    if args.plot:
+        _plot_curves(out, args.plot)
+    return out
+
+
+def _plot_curves(out: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, v in out["variants"].items():
+        if "-q" in name:
+            continue
+        epochs = [h["epoch"] for h in v["history"]]
+        for ax, key in zip(axes, ("train_reward", "dev_reward")):
+            ys = [h.get(key) for h in v["history"]]
+            if any(y is not None for y in ys):
+                ax.plot(epochs, ys, marker="o", label=name)
+    for ax, title in zip(axes, ("train questions", "dev questions")):
+        ax.set_title(f"estimated combined reward (alpha 0.5), {title}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("reward of the current policy (importance-weighted)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def evaluate(args) -> dict:
+    from reasonrag.agent import build_agent
+    from reasonrag.cli import _quiet_libraries
+    from reasonrag.corpus import Corpus
+    from reasonrag.embedded_policy import EmbeddedPolicy
+    from reasonrag.policy_head import load_policy_head
+    from reasonrag.retriever import DenseRetriever
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from inference_search import _run
+
+    _quiet_libraries()
+    corpus = Corpus.load(args.corpus)
+    questions = corpus.questions(args.split)[: args.limit]
+    retriever = DenseRetriever(corpus)
+    base = EmbeddedPolicy()
+    runs = Path(args.runs)
+    names = args.variants or sorted(p.name for p in runs.iterdir() if (p / "manifest.json").is_file())
+    out = {"corpus": corpus.name, "split": args.split, "n": len(questions), "variants": {}}
+    for name in ["untrained", *names]:
+        policy = base if name == "untrained" else load_policy_head(runs / name, base, encoder=None)
+        graph = build_agent(retriever=retriever, policy=policy, max_hops=args.max_hops)
+        t0 = time.perf_counter()
+        records, summary = _run(graph, questions, args.max_hops, f"{corpus.name}/{name}")
+        summary["seconds_per_question"] = round((time.perf_counter() - t0) / max(len(questions), 1), 3)
+        out["variants"][name] = {
+            k: summary.get(k)
+            for k in (
+                "em",
+                "f1",
+                "cover_em",
+                "retrieval_recall",
+                "evidence_recall",
+                "mean_hops",
+                "seconds_per_question",
+            )
+        }
+        print(
+            f"{corpus.name} {args.split} {name}: EM {summary['em']} F1 {summary['f1']}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if args.out:  # written after every variant: an interrupted run keeps what it measured
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def report(args) -> dict:
+    results = [json.loads(Path(p).read_text()) for p in args.results]
+    names = sorted({n for r in results for n in r["variants"]}, key=lambda n: (n != "untrained", n))
+    cols = [f"{r['corpus']} {r['split']} ({r['n']})" for r in results]
+    print("| policy | " + " | ".join(f"{c} EM / F1" for c in cols) + " |")
+    print("| --- |" + " --- |" * len(cols))
+    for n in names:
+        cells = []
+        for r in results:
+            v = r["variants"].get(n)
+            cells.append(f"{v['em']:.1f} / {v['f1']:.1f}" if v else "")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        main_names = [n for n in names if "-q" not in n]
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results) * 1.2), 4))
+        width = 0.8 / max(len(main_names), 1)
+        for i, n in enumerate(main_names):
+            ys = [r["variants"].get(n, {}).get("em") or 0 for r in results]
+            ax.bar([j + i * width for j in range(len(results))], ys, width, label=n)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))], cols, fontsize=8)
+        ax.set_ylabel("EM")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+    return {"variants": names}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--labels", nargs="+", required=True)
+    p.add_argument("--dev-labels", nargs="+", required=True)
+    p.add_argument("--runs", default="runs/policy", help="where the trained heads go")
+    p.add_argument("--prm", default=None)
+    p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    p.add_argument("--combined-alpha", type=float, default=0.5, help="alpha of the data-efficiency curve")
+    p.add_argument("--questions", type=int, nargs="*", default=[100, 300], help="data-efficiency cuts")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--kl", type=float, default=0.05)
+    p.add_argument("--margin", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.add_argument("--plot", default=None)
+    p = sub.add_parser("evaluate")
+    p.add_argument("--runs", default="runs/policy")
+    p.add_argument("--variants", nargs="*", default=None)
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--split", default="dev")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--max-hops", type=int, default=3)
+    p.add_argument("--out", default=None)
+    p = sub.add_parser("report")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--plot", default=None)
+    args = ap.parse_args()
+    result = {"train": train, "evaluate": evaluate, "report": report}[args.cmd](args)
+    if getattr(args, "out", None) and args.cmd == "train":
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
