@@ -20,7 +20,7 @@ import math
 import random
 import sys
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -94,8 +94,27 @@ def _check_common(config: Any) -> None:
 
 
 # -- decisions out of trajectories ------------------------------------------------------------------------
+_DECISIONS: OrderedDict[int, tuple[Mapping[str, Any], list[Decision | None]]] = OrderedDict()
+
+
 def record_decisions(record: Mapping[str, Any]) -> list[Decision | None]:
-    """One decision per step of a labeled (or explored) trajectory; None for steps without a choice."""
+    """One decision per step of a labeled (or explored) trajectory; None for steps without a choice.
+
+    The same record gives the same Decision objects every time (a small cache), so features fixed for a
+    training run are found again by the examples, the reward curve and the reference.
+    """
+    hit = _DECISIONS.get(id(record))
+    if hit is not None and hit[0] is record:
+        _DECISIONS.move_to_end(id(record))
+        return hit[1]
+    out = _record_decisions(record)
+    _DECISIONS[id(record)] = (record, out)
+    while len(_DECISIONS) > 200_000:
+        _DECISIONS.popitem(last=False)
+    return out
+
+
+def _record_decisions(record: Mapping[str, Any]) -> list[Decision | None]:
     out: list[Decision | None] = []
     context: list[str] = []
     for t, step in enumerate(record["steps"]):
