@@ -8,8 +8,9 @@ batched `generate`; each distinct completion's log-probability (the sum of its t
 model at temperature 1) weighs the action it decides, so a candidate's probability is the model's own.
 
 The same log-probs make it a `TrainablePolicy` (`reasonrag.policy_learning`): `action_logprobs` is the
-sum of the token log-probs of a candidate's completion given the prompt rebuilt from a `Decision`, with
-gradients, so the policy-gradient and DPO trainers of `reasonrag.policy_training` update it directly.
+sum of the token log-probs of a candidate's completion given the prompt rebuilt from a `Decision`,
+normalised over the decision's candidates (as `propose` weighs them), with gradients, so the
+policy-gradient and DPO trainers of `reasonrag.policy_training` update it directly.
 With `lora_r > 0` (and `pip install "reasonrag[lora]"`) only LoRA adapters train.
 """
 
@@ -331,14 +332,35 @@ class TransformersPolicy:
     def action_logprobs(
         self, decisions: Sequence[Decision], actions: Sequence[int] | None = None
     ) -> torch.Tensor:
-        """`log pi(candidates[a] | decision)`: the candidate's completion's token log-probs, summed."""
+        """`log pi(candidates[a] | decision)`, with gradients: the candidate's completion's token log-probs
+        summed, given the prompt rebuilt from the decision, and normalised over the decision's candidates.
+
+        Normalising makes it the distribution `propose` gives (a candidate's probability in a trajectory is
+        what the trainers compare against: the importance ratio of policy gradient starts at one); DPO is
+        unchanged by it. `sequence_logprobs` gives the plain sums.
+        """
         actions = [d.chosen for d in decisions] if actions is None else list(actions)
+        slot: dict[int, int] = {}
+        unique: list[Decision] = []
+        for d in decisions:
+            if id(d) not in slot:
+                slot[id(d)] = len(unique)
+                unique.append(d)
         prompts, completions = [], []
-        for d, a in zip(decisions, actions):
+        for d in unique:
             view = view_of_decision(d)
-            prompts.append(self.prompt_ids(view))
-            completions.append(self.completion_ids(target_completion(view, d.candidates[a])))
-        return self.sequence_logprobs(prompts, completions)
+            prompt = self.prompt_ids(view)
+            for text in d.candidates:
+                prompts.append(prompt)
+                completions.append(self.completion_ids(target_completion(view, text)))
+        raw = self.sequence_logprobs(prompts, completions)
+        normalised: list[torch.Tensor] = []
+        start = 0
+        for d in unique:
+            part = raw[start : start + len(d.candidates)]
+            normalised.append(part - torch.logsumexp(part, dim=0))
+            start += len(d.candidates)
+        return torch.stack([normalised[slot[id(d)]][a] for d, a in zip(decisions, actions)])
 
     # -- proposing ----------------------------------------------------------------------------------------
     def propose(self, stage: str, state: dict[str, Any]) -> list[Candidate]:

@@ -102,7 +102,7 @@ def test_sampling_is_seeded_by_the_prompt(policy):
     assert len(greedy.propose("retrieve", STATE)) == 1
 
 
-def test_action_logprobs_sum_the_completion_tokens_given_the_decision_prompt(policy):
+def test_action_logprobs_sum_the_completion_tokens_normalised_over_the_candidates(policy):
     d = decision(
         "synthesize",
         ["Enugu", "(another hop)", "(not enough evidence)"],
@@ -110,18 +110,25 @@ def test_action_logprobs_sum_the_completion_tokens_given_the_decision_prompt(pol
     )
     view = view_of_decision(d)
     got = policy.action_logprobs([d, d, d], [0, 1, 2])
-    for a, text in enumerate(
-        ["<answer>Enugu</answer>", f"<query>{Q}</query>", "<answer>insufficient</answer>"]
-    ):
+    sums = []
+    for text in ["<answer>Enugu</answer>", f"<query>{Q}</query>", "<answer>insufficient</answer>"]:
         prompt, completion = policy.prompt_ids(view), policy.completion_ids(text)
         ids = torch.tensor([prompt + completion])
         with torch.no_grad():
             logits = policy.model(input_ids=ids).logits[0].float()
-        manual = sum(
-            torch.log_softmax(logits[len(prompt) - 1 + i], -1)[tok].item() for i, tok in enumerate(completion)
+        sums.append(
+            sum(
+                torch.log_softmax(logits[len(prompt) - 1 + i], -1)[tok].item()
+                for i, tok in enumerate(completion)
+            )
         )
-        assert got[a].item() == pytest.approx(manual, abs=1e-4)
-    assert completion[-1] == policy.tokenizer.sep_token_id  # the completion ends with the model's eos
+        assert completion[-1] == policy.tokenizer.sep_token_id  # the completion ends with the model's eos
+    total = math.log(sum(math.exp(x) for x in sums))
+    assert got.tolist() == pytest.approx([x - total for x in sums], abs=1e-4)
+    prompt = policy.prompt_ids(view)
+    with torch.no_grad():
+        plain = policy.sequence_logprobs([prompt], [policy.completion_ids("<answer>Enugu</answer>")])
+    assert plain.item() == pytest.approx(sums[0], abs=1e-4)
 
 
 def test_batched_log_probs_equal_one_at_a_time_and_carry_gradients(policy):
@@ -166,7 +173,7 @@ def test_target_completions_decide_each_candidate():
 
 
 def test_taught_actions_are_proposed_through_the_real_generate_path():
-    """A few steps of maximising `action_logprobs` on one answer and one evidence choice: the live
+    """A few steps of maximising the log-probs of one answer and one evidence choice: the live
     prompts equal the decision prompts, so propose (generate, parse, weigh) returns what was taught."""
     policy = tiny_llama_policy(n_candidates=3)
     synth_state = dict(
@@ -183,10 +190,12 @@ def test_taught_actions_are_proposed_through_the_real_generate_path():
         ),
         decision("extract", [f"Miriam Okafor: {BORN}", "(no evidence)"], sentences=extract_view.sentences),
     ]
+    prompts = [policy.prompt_ids(view_of_decision(d)) for d in teach]
+    completions = [policy.completion_ids(target_completion(view_of_decision(d), d.action)) for d in teach]
     opt = torch.optim.Adam(policy.trainable_parameters(), lr=1e-2)
     policy.train()
-    for _ in range(60):
-        loss = -policy.action_logprobs(teach).sum()
+    for _ in range(60):  # supervised: the taught completions' own log-probs
+        loss = -policy.sequence_logprobs(prompts, completions).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -259,3 +268,146 @@ def test_extract_without_new_sentences_needs_no_model(policy):
     assert policy.propose("extract", dict(STATE, retrieved=[])) == [
         Candidate("extract", "(no evidence)", {"sentences": []}, 1.0)
     ]
+
+
+# -- training through reasonrag.policy_training ------------------------------------------------------------
+def _record(
+    rid: str, query: int, answer: int, values: list[float], spre: list[float], outcome: float
+) -> dict:
+    queries, answers = ["director birthplace", "Harbor Lights"], ["Nigeria", "Portugal"]
+    kept = {
+        "passage_id": "hl",
+        "title": "Harbor Lights (film)",
+        "sentence_index": 0,
+        "text": HL,
+        "score": 0.9,
+    }
+    steps = [
+        {
+            "stage": "retrieve",
+            "hop": 0,
+            "action": queries[query],
+            "candidates": [{"text": q, "prob": 0.5} for q in queries],
+            "chosen": query,
+            "observation": [{"id": "hl", "title": "Harbor Lights (film)", "score": 0.7, "text": HL}],
+        },
+        {
+            "stage": "extract",
+            "hop": 0,
+            "action": HL,
+            "candidates": [{"text": HL, "prob": 1.0}],
+            "chosen": 0,
+            "observation": [kept],
+        },
+        {
+            "stage": "synthesize",
+            "hop": 0,
+            "action": answers[answer],
+            "candidates": [{"text": a, "prob": 0.5} for a in answers],
+            "chosen": answer,
+            "observation": answers[answer],
+        },
+    ]
+    return {
+        "id": rid,
+        "question_id": "q1",
+        "question": Q,
+        "golden_answers": ["Nigeria"],
+        "steps": steps,
+        "labels": [int(v > 0) for v in values],
+        "values": values,
+        "spre": spre,
+        "answer": answers[answer],
+        "outcome": outcome,
+        "count": 1,
+    }
+
+
+RECORDS = [
+    _record("a", 0, 0, [0.5, 0.5, 1.0], [0.45, 0.5, 1.0], 1.0),  # searched the birthplace, answered right
+    _record("b", 0, 1, [0.5, 0.5, 0.0], [0.45, 0.5, 0.0], 0.0),  # same search, answered wrong
+    _record("c", 1, 1, [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], 0.0),  # a vaguer search, then wrong
+]
+
+
+def explored_by(policy: TransformersPolicy) -> list[dict]:
+    """RECORDS as if `policy` had explored them: each candidate's probability is the policy's own."""
+    import copy
+
+    from reasonrag.policy_training import record_decisions
+
+    records = copy.deepcopy(RECORDS)
+    retrieve, _, synthesize = record_decisions(RECORDS[0])  # (decisions are cached per record object)
+    with torch.no_grad():
+        probs = (
+            policy.action_logprobs([retrieve, retrieve, synthesize, synthesize], [0, 1, 0, 1]).exp().tolist()
+        )
+    for r in records:
+        for c, p in zip(r["steps"][0]["candidates"], probs[:2]):
+            c["prob"] = p
+        for c, p in zip(r["steps"][2]["candidates"], probs[2:]):
+            c["prob"] = p
+    return records
+
+
+ACTIONS = ["good query", "vague query", "right answer", "wrong answer"]
+
+
+def _logps(policy: TransformersPolicy) -> tuple[dict[str, float], dict[str, float]]:
+    """Each action's log pi (`action_logprobs`, normalised over its decision's candidates) and its plain
+    summed token log-prob (its completion given the decision prompt)."""
+    from reasonrag.policy_training import record_decisions
+
+    retrieve, _, synthesize = record_decisions(RECORDS[0])
+    pairs = [(retrieve, 0), (retrieve, 1), (synthesize, 0), (synthesize, 1)]
+    views = [view_of_decision(d) for d, _ in pairs]
+    prompts = [policy.prompt_ids(v) for v in views]
+    completions = [
+        policy.completion_ids(target_completion(v, d.candidates[a])) for v, (d, a) in zip(views, pairs)
+    ]
+    with torch.no_grad():
+        pi = policy.action_logprobs([d for d, _ in pairs], [a for _, a in pairs]).tolist()
+        plain = policy.sequence_logprobs(prompts, completions).tolist()
+    return dict(zip(ACTIONS, pi)), dict(zip(ACTIONS, plain))
+
+
+def _moved(before: dict[str, float], after: dict[str, float]) -> str:
+    return ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ACTIONS)
+
+
+def test_training_moves_logprobs(capsys):
+    """DPO on SPRE sibling pairs and policy gradient on combined rewards, through the shared trainer
+    (`reasonrag.policy_training.train_policy`): the preferred / positive-advantage actions gain
+    log-probability and the others lose it."""
+    from reasonrag.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
+
+    dpo = tiny_llama_policy()
+    (pi0, plain0) = _logps(dpo)
+    result = train_policy(dpo, RECORDS, DPOConfig(beta=0.5, epochs=6, lr=5e-3, batch_size=8), progress=False)
+    (pi1, plain1) = _logps(dpo)
+    assert (
+        result.examples == 2
+    )  # the right answer over the wrong after one search; the good query over the vague
+    for after, before in ((pi1, pi0), (plain1, plain0)):
+        assert (
+            after["right answer"] > before["right answer"] and after["wrong answer"] < before["wrong answer"]
+        )
+        assert after["good query"] > before["good query"] and after["vague query"] < before["vague query"]
+
+    pg = tiny_llama_policy()
+    records = explored_by(pg)  # on-policy: the importance ratios start at one
+    (pg0, pg_plain0) = _logps(pg)
+    config = PolicyGradientConfig(
+        alpha=0.5, process_reward="mc", epochs=3, lr=5e-3, kl_coef=0.01, batch_size=16
+    )
+    history = train_policy(pg, records, config, rewards=step_rewards(records, "mc"), progress=False).history
+    (pg1, pg_plain1) = _logps(pg)
+    # The answers' advantages have one sign each (the queries' are mixed: the good one led to both endings).
+    assert pg1["right answer"] > pg0["right answer"] and pg1["wrong answer"] < pg0["wrong answer"]
+    assert history[-1]["train_reward"] > history[0]["train_reward"]
+    with capsys.disabled():  # the numbers the report quotes
+        print(
+            f"\nDPO log pi: {_moved(pi0, pi1)}\nDPO summed token log-probs: {_moved(plain0, plain1)}"
+            f"\nPG log pi: {_moved(pg0, pg1)}\nPG summed token log-probs: {_moved(pg_plain0, pg_plain1)}"
+            f"\nPG estimated combined reward: {history[0]['train_reward']} -> {history[-1]['train_reward']}"
+        )
