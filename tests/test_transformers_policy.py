@@ -375,7 +375,7 @@ def _moved(before: dict[str, float], after: dict[str, float]) -> str:
     return ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ACTIONS)
 
 
-def test_training_moves_logprobs(capsys):
+def test_training_moves_logprobs():
     """DPO on SPRE sibling pairs and policy gradient on combined rewards, through the shared trainer
     (`reasonrag.policy_training.train_policy`): the preferred / positive-advantage actions gain
     log-probability and the others lose it."""
@@ -405,9 +405,8 @@ def test_training_moves_logprobs(capsys):
     # The answers' advantages have one sign each (the queries' are mixed: the good one led to both endings).
     assert pg1["right answer"] > pg0["right answer"] and pg1["wrong answer"] < pg0["wrong answer"]
     assert history[-1]["train_reward"] > history[0]["train_reward"]
-    with capsys.disabled():  # the numbers the report quotes
-        print(
-            f"\nDPO log pi: {_moved(pi0, pi1)}\nDPO summed token log-probs: {_moved(plain0, plain1)}"
-            f"\nPG log pi: {_moved(pg0, pg1)}\nPG summed token log-probs: {_moved(pg_plain0, pg_plain1)}"
-            f"\nPG estimated combined reward: {history[0]['train_reward']} -> {history[-1]['train_reward']}"
-        )
+    print(  # shown with -s: the numbers behind this test
+        f"\nDPO log pi: {_moved(pi0, pi1)}\nDPO summed token log-probs: {_moved(plain0, plain1)}"
+        f"\nPG log pi: {_moved(pg0, pg1)}\nPG summed token log-probs: {_moved(pg_plain0, pg_plain1)}"
+        f"\nPG estimated combined reward: {history[0]['train_reward']} -> {history[-1]['train_reward']}"
+    )
