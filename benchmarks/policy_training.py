@@ -54,6 +54,11 @@ def train(args) -> dict:
         rewards, dev_rewards = step_rewards(records, "prm", prm), step_rewards(dev, "prm", prm)
         cache.write_bytes(pickle.dumps((rewards, dev_rewards)))
     shared = PolicyHead()
+    emb_cache = runs / "embeddings.pt"
+    if emb_cache.is_file():
+        import torch
+
+        shared._cache.update(torch.load(emb_cache))
     index = {id(r): i for i, r in enumerate(records)}
     jobs = [("pg", a, None) for a in args.alphas] + [("dpo", None, None)]
     jobs += [("pg", a, n) for n in args.questions for a in (1.0, args.combined_alpha)]
@@ -99,6 +104,10 @@ def train(args) -> dict:
             "seconds": round(time.perf_counter() - t0, 1),
             "history": result.history,
         }
+        if not emb_cache.is_file():
+            import torch
+
+            torch.save(dict(shared._cache), emb_cache)
         last = result.history[-1]
         print(
             f"{name}: {questions} q, {result.examples} examples, {result.seconds}s; "

@@ -22,6 +22,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ class PolicyHeadConfig:
     dropout: float = 0.1
 
 
-def _tokens(text: str) -> set[str]:
-    return set(normalize_answer(text).split())
+@lru_cache(maxsize=200_000)
+def _tokens(text: str) -> frozenset[str]:
+    return frozenset(normalize_answer(text).split())
 
 
 def _wh(question: str) -> list[float]:
@@ -71,7 +73,7 @@ def candidate_numbers(
     lp = max(decision.base_logprobs[i], -20.0)
     toks = _tokens(text)
     q_toks = _tokens(decision.question)
-    ctx_toks = _tokens(" ".join(decision.context))
+    ctx_toks = frozenset().union(*map(_tokens, decision.context))
     words = text.split()
     lowered = text.strip().lower()
     return [
