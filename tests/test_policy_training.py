@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from policy_factories import TRAINABLE_FACTORIES
 
 from reasonrag.agent import AgentSteps, rollout
 from reasonrag.cli import main
@@ -27,7 +28,6 @@ from reasonrag.policy_training import (
     train_policy,
 )
 from reasonrag.retriever import DenseRetriever, as_search_backend
-from tests.policy_factories import TRAINABLE_FACTORIES
 
 DATA = Path(__file__).parent / "data"
 CORPUS = str(DATA / "tiny_corpus.jsonl")
