@@ -72,7 +72,7 @@ def train(args) -> dict:
         policy = TunedPolicy(None, head)
         if algorithm == "pg":
             config = PolicyGradientConfig(
-                alpha=alpha, epochs=args.epochs, lr=args.lr, kl_coef=args.kl, seed=args.seed
+                alpha=alpha, epochs=args.epochs, lr=args.lr, kl_coef=args.kl, clip=args.clip, seed=args.seed
             )
         else:
             config = DPOConfig(epochs=args.epochs, lr=args.lr, margin=args.margin, seed=args.seed)
@@ -240,6 +240,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--kl", type=float, default=0.05)
+    p.add_argument("--clip", type=float, default=0.2)
     p.add_argument("--margin", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)

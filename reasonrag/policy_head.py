@@ -187,11 +187,19 @@ class PolicyHead(nn.Module):
     def log_probs(self, decisions: Sequence[Decision]) -> list[torch.Tensor]:
         """Per decision, log pi over its candidates (with grad through the heads)."""
         feats = self.features(decisions)
+        if not feats:
+            return []
+        # One head call per stage over all candidates of the batch, then a softmax per decision.
+        adjust: list[torch.Tensor | None] = [None] * len(decisions)
+        for stage in {d.stage for d in decisions}:
+            idx = [i for i, d in enumerate(decisions) if d.stage == stage]
+            scores = self.heads[stage](torch.cat([feats[i] for i in idx])).squeeze(-1)
+            for i, part in zip(idx, torch.split(scores, [len(feats[i]) for i in idx])):
+                adjust[i] = part
         out = []
-        for d, x in zip(decisions, feats):
-            base = torch.tensor([max(lp, -30.0) for lp in d.base_logprobs], dtype=x.dtype)
-            logits = base + self.heads[d.stage](x).squeeze(-1)
-            out.append(torch.log_softmax(logits, 0))
+        for d, a in zip(decisions, adjust):
+            base = torch.tensor([max(lp, -30.0) for lp in d.base_logprobs], dtype=a.dtype)
+            out.append(torch.log_softmax(base + a, 0))
         return out
 
 
