@@ -137,7 +137,7 @@ def _plot_curves(out: dict, path: str) -> None:
             if any(y is not None for y in ys):
                 ax.plot(epochs, ys, marker="o", label=name)
     for ax, title in zip(axes, ("train questions", "dev questions")):
-        ax.set_title(f"estimated combined reward (alpha 0.5), {title}")
+        ax.set_title(f"estimated reward (each variant's own alpha), {title}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("reward of the current policy (importance-weighted)")
