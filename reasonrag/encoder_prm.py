@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .files import swap_in
+from .files import read_manifest, swap_in
 from .policy import STAGES
 from .prm import PRMBase, check_trajectory, step_text
 from .rewards import normalize_answer
@@ -311,14 +311,7 @@ class EncoderPRM(PRMBase, nn.Module):
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        try:
-            manifest = json.loads((directory / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{directory}: no readable manifest.json ({exc})") from exc
-        if manifest.get("kind") != KIND:
-            raise ModelError(f"{directory}: not an encoder PRM (kind {manifest.get('kind')!r})")
-        if manifest.get("numeric_features") != N_NUMERIC:
-            raise ModelError(f"{directory}: made by another version of the encoder PRM (features differ)")
+        manifest = read_manifest(directory, KIND, "an encoder PRM", N_NUMERIC)
         prm = cls(encoder, EncoderPRMConfig(**manifest.get("config", {})), encoder_name=encoder_name)
         want = (manifest.get("encoder") or {}).get("sha256")
         have = prm.encoder_info.get("sha256")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
 
 
 def swap_in(tmp: Path, target: Path) -> None:
@@ -17,3 +21,18 @@ def swap_in(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def read_manifest(
+    directory: Path, kind: str, what: str, numeric_features: int, hint: str = ""
+) -> dict[str, Any]:
+    """A model directory's manifest.json, checked for its kind and feature version (clear errors if not)."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{directory}: no readable manifest.json ({exc}){hint}") from exc
+    if manifest.get("kind") != kind:
+        raise ModelError(f"{directory}: not {what} (kind {manifest.get('kind')!r})")
+    if manifest.get("numeric_features") != numeric_features:
+        raise ModelError(f"{directory}: made by another version of {what} (features differ)")
+    return manifest

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .files import read_manifest
 from .policy import STAGES, Candidate, Policy, normalise
 from .policy_learning import Decision, evidence_text, safe_log
 from .rewards import normalize_answer
@@ -317,16 +318,9 @@ def load_policy_head(
     from safetensors.torch import load_file
 
     path = Path(path)
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(
-            f"{path}: no readable manifest.json ({exc}); train one with `reasonrag train-policy`"
-        ) from exc
-    if manifest.get("kind") != KIND:
-        raise ModelError(f"{path}: not a reasonrag policy head (kind {manifest.get('kind')!r})")
-    if manifest.get("numeric_features") != N_NUMERIC:
-        raise ModelError(f"{path}: made by another version of the policy head (features differ)")
+    manifest = read_manifest(
+        path, KIND, "a reasonrag policy head", N_NUMERIC, "; train one with `reasonrag train-policy`"
+    )
     head = PolicyHead(encoder, PolicyHeadConfig(**manifest.get("config", {})), encoder_name=encoder_name)
     want = (manifest.get("encoder") or {}).get("sha256")
     have = head.encoder_info.get("sha256")

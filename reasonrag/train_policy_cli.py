@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -145,14 +144,6 @@ def first_questions(records: list[dict], n: int | None) -> list[dict]:
     return [r for r in records if (r.get("question_id") or r["question"]) in keep]
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _policy(args: argparse.Namespace, base: Any = None):
     from .encoder import load_encoder
     from .policy_head import PolicyHead, TunedPolicy, load_policy_head
@@ -163,6 +154,7 @@ def _policy(args: argparse.Namespace, base: Any = None):
 
 
 def cmd_train_policy(args: argparse.Namespace) -> int:
+    from .encoder import _sha256_file
     from .policy_training import step_rewards, train_policy
     from .prm import load_prm
 
@@ -197,7 +189,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     manifest = {
         "command": command,
         "data": {
-            "labels": [{"file": Path(f).name, "sha256": _sha256(f)} for f in args.labels],
+            "labels": [{"file": Path(f).name, "sha256": _sha256_file(Path(f))} for f in args.labels],
             "questions": questions,
             "trajectories": len(records),
             "max_questions": args.max_questions,
