@@ -31,7 +31,7 @@ def _setup(args):
     return EmbeddedPolicy(), load_prm(args.prm)
 
 
-def _run(graph, questions, max_hops, label):
+def _run(graph, questions, max_hops, label, mode="greedy", seed=0):
     from tqdm import tqdm
 
     from reasonrag.agent import run_agent
@@ -40,7 +40,7 @@ def _run(graph, questions, max_hops, label):
     records = []
     for q in tqdm(questions, desc=label, unit="q", file=sys.stderr):
         t0 = time.perf_counter()
-        state = run_agent(graph, q.question, max_hops=max_hops)
+        state = run_agent(graph, q.question, max_hops=max_hops, mode=mode, seed=seed)
         records.append(trajectory_record(q, state, time.perf_counter() - t0))
     return records, summarise(records)
 

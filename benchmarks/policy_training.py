@@ -23,6 +23,7 @@ import json
 import pickle
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ALPHAS = (1.0, 0.0, 0.3, 0.5, 0.7)
@@ -36,7 +37,7 @@ def _name(algorithm: str, alpha: float | None = None, questions: int | None = No
 def train(args) -> dict:
     from reasonrag.cli import _quiet_libraries
     from reasonrag.labeling import read_labels
-    from reasonrag.policy_head import PolicyHead, TunedPolicy
+    from reasonrag.policy_head import PolicyHead, PolicyHeadConfig, TunedPolicy
     from reasonrag.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
     from reasonrag.prm import load_prm
     from reasonrag.train_policy_cli import first_questions
@@ -60,14 +61,29 @@ def train(args) -> dict:
 
         shared._cache.update(torch.load(emb_cache))
     index = {id(r): i for i, r in enumerate(records)}
-    jobs = [("pg", a, None) for a in args.alphas] + [("dpo", None, None)]
-    jobs += [("pg", a, n) for n in args.questions for a in (1.0, args.combined_alpha)]
-    out = {"labels": [Path(p).name for p in args.labels], "variants": {}}
-    for algorithm, alpha, n in jobs:
+    head_config = PolicyHeadConfig(
+        hidden=args.hidden, dropout=args.dropout, embeddings=not args.no_embeddings
+    )
+    out = {"labels": [Path(p).name for p in args.labels], "head": asdict(head_config), "variants": {}}
+
+    def jobs():
+        yield from [("pg", a, None) for a in args.alphas]
+        yield ("dpo", None, None)
+        combined = args.combined_alpha
+        if combined is None:  # alpha chosen on dev: the best estimated success among the mixed alphas
+            mixed = {
+                n: v for n, v in out["variants"].items() if v["algorithm"] == "pg" and 0 < v["alpha"] < 1
+            }
+            best = max(mixed.values(), key=lambda v: v["history"][-1].get("dev_success") or 0.0, default=None)
+            combined = best["alpha"] if best else 0.5
+        out["combined_alpha"] = combined
+        yield from [("pg", a, n) for n in args.questions for a in (1.0, combined)]
+
+    for algorithm, alpha, n in jobs():
         name = _name(algorithm, alpha, n)
         subset = first_questions(records, n)
         sub_rewards = [rewards[index[id(r)]] for r in subset]
-        head = PolicyHead(shared.encoder)
+        head = PolicyHead(shared.encoder, head_config)
         head._cache = shared._cache  # one embedding cache for every variant
         policy = TunedPolicy(None, head)
         if algorithm == "pg":
@@ -75,7 +91,13 @@ def train(args) -> dict:
                 alpha=alpha, epochs=args.epochs, lr=args.lr, kl_coef=args.kl, clip=args.clip, seed=args.seed
             )
         else:
-            config = DPOConfig(epochs=args.epochs, lr=args.lr, margin=args.margin, seed=args.seed)
+            config = DPOConfig(
+                epochs=args.dpo_epochs or args.epochs,
+                lr=args.dpo_lr or args.lr,
+                beta=args.beta,
+                margin=args.margin,
+                seed=args.seed,
+            )
         t0 = time.perf_counter()
         result = train_policy(
             policy,
@@ -112,7 +134,8 @@ def train(args) -> dict:
         print(
             f"{name}: {questions} q, {result.examples} examples, {result.seconds}s; "
             f"train reward {result.history[0].get('train_reward')} -> {last.get('train_reward')}, "
-            f"dev reward {result.history[0].get('dev_reward')} -> {last.get('dev_reward')}",
+            f"dev reward {result.history[0].get('dev_reward')} -> {last.get('dev_reward')}, "
+            f"dev success {result.history[0].get('dev_success')} -> {last.get('dev_success')}",
             file=sys.stderr,
             flush=True,
         )
@@ -164,12 +187,21 @@ def evaluate(args) -> dict:
     base = EmbeddedPolicy()
     runs = Path(args.runs)
     names = args.variants or sorted(p.name for p in runs.iterdir() if (p / "manifest.json").is_file())
-    out = {"corpus": corpus.name, "split": args.split, "n": len(questions), "variants": {}}
+    out = {
+        "corpus": corpus.name,
+        "split": args.split,
+        "n": len(questions),
+        "mode": args.mode,
+        "seed": args.seed,
+        "variants": {},
+    }
     for name in ["untrained", *names]:
         policy = base if name == "untrained" else load_policy_head(runs / name, base, encoder=None)
         graph = build_agent(retriever=retriever, policy=policy, max_hops=args.max_hops)
         t0 = time.perf_counter()
-        records, summary = _run(graph, questions, args.max_hops, f"{corpus.name}/{name}")
+        records, summary = _run(
+            graph, questions, args.max_hops, f"{corpus.name}/{name}", mode=args.mode, seed=args.seed
+        )
         summary["seconds_per_question"] = round((time.perf_counter() - t0) / max(len(questions), 1), 3)
         out["variants"][name] = {
             k: summary.get(k)
@@ -196,7 +228,7 @@ def evaluate(args) -> dict:
 def report(args) -> dict:
     results = [json.loads(Path(p).read_text()) for p in args.results]
     names = sorted({n for r in results for n in r["variants"]}, key=lambda n: (n != "untrained", n))
-    cols = [f"{r['corpus']} {r['split']} ({r['n']})" for r in results]
+    cols = [f"{r['corpus']} {r['split']} {r.get('mode', 'greedy')} ({r['n']})" for r in results]
     print("| policy | " + " | ".join(f"{c} EM / F1" for c in cols) + " |")
     print("| --- |" + " --- |" * len(cols))
     for n in names:
@@ -223,7 +255,46 @@ def report(args) -> dict:
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
+    if args.efficiency_plot:
+        _plot_efficiency(results, args.efficiency_plot, args.train_questions)
     return {"variants": names}
+
+
+def _efficiency(result: dict, alpha: str, full: int) -> list[tuple[int, float]]:
+    """(training questions, EM) of one alpha in one results file: the -qN cuts plus the full run."""
+    points = []
+    for name, v in result["variants"].items():
+        head, _, cut = name.partition("-q")
+        if head == f"pg-alpha{alpha}" and v:
+            points.append((int(cut) if cut else full, v["em"]))
+    return sorted(points)
+
+
+def _plot_efficiency(results: list[dict], path: str, full: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    alphas = sorted(
+        {n.split("-q")[0][len("pg-alpha") :] for r in results for n in r["variants"] if "-q" in n}
+    )
+    with_cuts = [r for r in results if any("-q" in n for n in r["variants"])]
+    fig, axes = plt.subplots(1, len(with_cuts), figsize=(5 * len(with_cuts), 4), squeeze=False)
+    for ax, r in zip(axes[0], with_cuts):
+        for a in alphas:
+            pts = _efficiency(r, a, full)
+            label = "outcome only (alpha 1)" if a == "1" else f"combined (alpha {a})"
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label)
+        if r["variants"].get("untrained"):
+            ax.axhline(r["variants"]["untrained"]["em"], color="gray", ls="--", label="untrained")
+        ax.set_title(f"{r['corpus']} {r['split']}, {r.get('mode', 'greedy')} ({r['n']} q)", fontsize=10)
+        ax.set_xlabel("training questions")
+        ax.set_ylabel("EM")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> int:
@@ -235,13 +306,24 @@ def main() -> int:
     p.add_argument("--runs", default="runs/policy", help="where the trained heads go")
     p.add_argument("--prm", default=None)
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
-    p.add_argument("--combined-alpha", type=float, default=0.5, help="alpha of the data-efficiency curve")
+    p.add_argument(
+        "--combined-alpha",
+        type=float,
+        default=None,
+        help="alpha of the data-efficiency curve (default: the mixed alpha with the best dev success)",
+    )
     p.add_argument("--questions", type=int, nargs="*", default=[100, 300], help="data-efficiency cuts")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--kl", type=float, default=0.05)
-    p.add_argument("--clip", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--kl", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=10.0)
     p.add_argument("--margin", type=float, default=0.1)
+    p.add_argument("--beta", type=float, default=1.0, help="dpo beta")
+    p.add_argument("--dpo-epochs", type=int, default=30)
+    p.add_argument("--dpo-lr", type=float, default=3e-2)
+    p.add_argument("--hidden", type=int, default=0, help="head hidden size (0: linear)")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--no-embeddings", action="store_true", help="head on the numeric features only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     p.add_argument("--plot", default=None)
@@ -252,10 +334,19 @@ def main() -> int:
     p.add_argument("--split", default="dev")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--max-hops", type=int, default=3)
+    p.add_argument(
+        "--mode",
+        choices=("greedy", "sample"),
+        default="greedy",
+        help="greedy: the argmax action; sample: draw from the policy (what training optimises)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --mode sample")
     p.add_argument("--out", default=None)
     p = sub.add_parser("report")
     p.add_argument("--results", nargs="+", required=True)
     p.add_argument("--plot", default=None)
+    p.add_argument("--efficiency-plot", default=None, help="EM against training questions (the -qN heads)")
+    p.add_argument("--train-questions", type=int, default=700, help="questions of the full training run")
     args = ap.parse_args()
     result = {"train": train, "evaluate": evaluate, "report": report}[args.cmd](args)
     if getattr(args, "out", None) and args.cmd == "train":

@@ -44,8 +44,9 @@ _DIGIT = re.compile(r"\d")
 
 @dataclass
 class PolicyHeadConfig:
-    hidden: int = 64
+    hidden: int = 64  # 0: a linear head
     dropout: float = 0.1
+    embeddings: bool = True  # False: the numbers only (fewer weights, less overfitting on few questions)
 
 
 @lru_cache(maxsize=200_000)
@@ -111,15 +112,14 @@ class PolicyHead(nn.Module):
         self.encoder = encoder if encoder is not None else load_encoder(encoder_name)
         self.encoder_info = encoder_fingerprint(encoder_name) if encoder is None else {}
         self.dim = int(self.encoder.get_embedding_dimension())
-        in_dim = 2 * self.dim + N_NUMERIC
+        in_dim = (2 * self.dim if self.config.embeddings else 0) + N_NUMERIC
         self.heads = nn.ModuleDict()
         for stage in STAGES:
-            last = nn.Linear(self.config.hidden, 1)
+            last = nn.Linear(self.config.hidden or in_dim, 1)
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-            self.heads[stage] = nn.Sequential(
-                nn.Linear(in_dim, self.config.hidden), nn.GELU(), nn.Dropout(self.config.dropout), last
-            )
+            layers = [nn.Linear(in_dim, self.config.hidden), nn.GELU()] if self.config.hidden else []
+            self.heads[stage] = nn.Sequential(*layers, nn.Dropout(self.config.dropout), last)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._features: dict[int, torch.Tensor] = {}
         self.manifest: dict[str, Any] = {}
@@ -194,7 +194,10 @@ class PolicyHead(nn.Module):
         adjust: list[torch.Tensor | None] = [None] * len(decisions)
         for stage in {d.stage for d in decisions}:
             idx = [i for i, d in enumerate(decisions) if d.stage == stage]
-            scores = self.heads[stage](torch.cat([feats[i] for i in idx])).squeeze(-1)
+            x = torch.cat([feats[i] for i in idx])
+            if not self.config.embeddings:
+                x = x[:, -N_NUMERIC:]
+            scores = self.heads[stage](x).squeeze(-1)
             for i, part in zip(idx, torch.split(scores, [len(feats[i]) for i in idx])):
                 adjust[i] = part
         out = []

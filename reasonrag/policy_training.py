@@ -444,6 +444,12 @@ def train_policy(
             entry["train_reward"] = round(estimated_reward(policy, records, rewards, alpha, outcome), 5)
         if dev_records and dev_rewards is not None:
             entry["dev_reward"] = round(estimated_reward(policy, dev_records, dev_rewards, alpha, outcome), 5)
+            # The outcome alone, comparable across alphas: what choosing alpha on dev looks at.
+            entry["dev_success"] = (
+                entry["dev_reward"]
+                if alpha == 1.0
+                else round(estimated_reward(policy, dev_records, dev_rewards, 1.0, outcome), 5)
+            )
         entry["seconds"] = round(time.perf_counter() - t0, 2)
         return entry
 

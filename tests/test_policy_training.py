@@ -17,7 +17,7 @@ from reasonrag.corpus import Corpus, load_questions
 from reasonrag.errors import InputError, ModelError
 from reasonrag.labeling import CachedSearch, LabelConfig, Labeler, label_questions, read_labels
 from reasonrag.policy import Candidate, normalise
-from reasonrag.policy_head import PolicyHead, TunedPolicy, load_policy_head
+from reasonrag.policy_head import N_NUMERIC, PolicyHead, PolicyHeadConfig, TunedPolicy, load_policy_head
 from reasonrag.policy_training import (
     DPOConfig,
     PolicyGradientConfig,
@@ -186,6 +186,24 @@ def test_dpo_prefers_the_higher_valued_sibling(trainable):
     assert result.history[-1]["pair_accuracy"] > 0.5
 
 
+def test_linear_head_learns_from_the_numbers_alone(encoder):
+    """The few-weights head sees no text, only numbers such as the base probability: when the base
+    policy's favourite is the right answer, outcome training makes it surer."""
+    records = _groups()
+    for r in records:
+        for c, p in zip(r["steps"][-1]["candidates"], (0.45, 0.30, 0.25)):
+            c["prob"] = p
+    policy = TunedPolicy(None, PolicyHead(encoder, PolicyHeadConfig(hidden=0, embeddings=False)))
+    assert sum(p.numel() for p in policy.trainable_parameters()) == 3 * (N_NUMERIC + 1)
+    before = _right_prob(policy, records)
+    assert before == pytest.approx(0.45, abs=1e-4)  # untrained is the base policy
+    config = PolicyGradientConfig(
+        alpha=1.0, process_reward="mc", epochs=30, lr=3e-2, batch_size=8, kl_coef=0.0, clip=10.0
+    )
+    train_policy(policy, records, config, rewards=step_rewards(records, "mc"), progress=False)
+    assert _right_prob(policy, records) > before + 0.1
+
+
 def test_kl_term_keeps_the_policy_near_where_it_started(encoder):
     records = _groups()
     moved = {}
@@ -291,9 +309,10 @@ def test_live_probabilities_equal_those_rebuilt_from_the_labels(search, encoder,
     assert checked >= 4
 
 
-def test_saved_head_loads_back_the_same_and_bad_directories_are_clear_errors(encoder, tmp_path):
+@pytest.mark.parametrize("shape", [{}, {"hidden": 0, "embeddings": False}], ids=["mlp", "linear"])
+def test_saved_head_loads_back_the_same_and_bad_directories_are_clear_errors(encoder, tmp_path, shape):
     torch.manual_seed(1)
-    tuned = TunedPolicy(TwoWayPolicy(), PolicyHead(encoder))
+    tuned = TunedPolicy(TwoWayPolicy(), PolicyHead(encoder, PolicyHeadConfig(**shape)))
     for p in tuned.trainable_parameters():
         torch.nn.init.normal_(p, std=0.3)
     tuned.save(tmp_path / "head", {"command": "test"})
