@@ -380,6 +380,15 @@ def test_label_train_policy_then_ask_and_eval_with_it(tmp_path, capsys, monkeypa
     )
     err = capsys.readouterr().err
     assert code == 0 or "no preference pairs" in err  # tiny data may have no sibling pairs: a clear message
+    linear = tmp_path / "linear"
+    assert main(["train-policy", "--labels", str(labels), "--out", str(linear), "--head", "linear"]) == 0
+    assert json.loads((linear / "manifest.json").read_text())["config"] == {
+        "hidden": 0,
+        "dropout": 0.1,
+        "embeddings": False,
+    }
+    assert main(["eval", *common, "--policy", str(linear), "--json", "--no-progress"]) == 0
+    assert _last_json(capsys.readouterr().out)["n"] == 2
 
 
 def test_train_policy_without_data_or_with_a_bad_head_is_a_clear_error(tmp_path, capsys):
