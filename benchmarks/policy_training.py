@@ -1,10 +1,14 @@
 """Our Table 3: training the search policy from outcome, process and combined rewards, and DPO.
 
     python benchmarks/policy_training.py train --labels runs/labels/{hotpotqa,2wikimultihopqa}.train.jsonl \\
-        --dev-labels runs/labels/{hotpotqa,2wikimultihopqa}.dev.jsonl --runs runs/policy \\
-        --out benchmarks/results/policy_training.json --plot benchmarks/results/policy_reward_curves.png
-    python benchmarks/policy_training.py evaluate --runs runs/policy --corpus hotpotqa --split dev --limit 50 \\
-        --out benchmarks/results/policy_eval_hotpotqa_dev.json
+        --dev-labels runs/labels/{hotpotqa,2wikimultihopqa}.dev.jsonl --runs runs/policy --hidden 0 \\
+        --no-embeddings --out benchmarks/results/policy_training.json \\
+        --plot benchmarks/results/policy_reward_curves.png
+    python benchmarks/policy_training.py evaluate --runs runs/policy --corpus hotpotqa --split test \\
+        --limit 150 --mode greedy --variants pg-alpha1 pg-alpha0 pg-alpha0.7 dpo \\
+        --out benchmarks/results/policy_eval_hotpotqa_test_greedy.json
+    python benchmarks/policy_training.py changes --runs runs/policy --dev-labels runs/labels/*.dev.jsonl \\
+        --variants pg-alpha1 dpo --out benchmarks/results/policy_greedy_changes_dev.json
     python benchmarks/policy_training.py report --results benchmarks/results/policy_eval_*.json \\
         --plot benchmarks/results/policy_comparison.png
 
@@ -225,6 +229,51 @@ def evaluate(args) -> dict:
     return out
 
 
+def changes(args) -> dict:
+    """How far each head moved the policy on the dev decisions: greedy choices changed, mean entropy."""
+    import torch
+
+    from reasonrag.cli import _quiet_libraries
+    from reasonrag.labeling import read_labels
+    from reasonrag.policy_head import PolicyHead, load_policy_head
+    from reasonrag.policy_training import record_decisions
+
+    _quiet_libraries()
+    dev = read_labels(args.dev_labels)
+    distinct = {}
+    for r in dev:
+        for d in record_decisions(r):
+            if d is not None:
+                distinct.setdefault((d.question, d.stage, d.hop, tuple(d.context), tuple(d.candidates)), d)
+    decisions = list(distinct.values())
+    shared = PolicyHead()
+    runs = Path(args.runs)
+    if (runs / "embeddings.pt").is_file():
+        shared._cache.update(torch.load(runs / "embeddings.pt"))
+    out: dict = {"dev_decisions": len(decisions), "variants": {}}
+    for name in args.variants:
+        policy = load_policy_head(runs / name, None, encoder=shared.encoder)
+        policy.head._cache = shared._cache
+        with torch.no_grad():
+            tuned = policy.head.log_probs(decisions)
+        changed: dict[str, int] = {}
+        before = after = 0.0
+        for d, lp in zip(decisions, tuned):
+            base = torch.log_softmax(torch.tensor(d.base_logprobs).clamp(min=-30.0), 0)
+            if int(lp.argmax()) != int(base.argmax()):
+                changed[d.stage] = changed.get(d.stage, 0) + 1
+            before += float(-(base.exp() * base).sum())
+            after += float(-(lp.exp() * lp).sum())
+        n = max(len(decisions), 1)
+        out["variants"][name] = {
+            "greedy_changes": changed,
+            "entropy_before": round(before / n, 3),
+            "entropy_after": round(after / n, 3),
+        }
+        print(name, out["variants"][name], file=sys.stderr, flush=True)
+    return out
+
+
 def report(args) -> dict:
     results = [json.loads(Path(p).read_text()) for p in args.results]
     names = sorted({n for r in results for n in r["variants"]}, key=lambda n: (n != "untrained", n))
@@ -342,14 +391,19 @@ def main() -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of --mode sample")
     p.add_argument("--out", default=None)
+    p = sub.add_parser("changes")
+    p.add_argument("--runs", default="runs/policy")
+    p.add_argument("--dev-labels", nargs="+", required=True)
+    p.add_argument("--variants", nargs="+", required=True)
+    p.add_argument("--out", default=None)
     p = sub.add_parser("report")
     p.add_argument("--results", nargs="+", required=True)
     p.add_argument("--plot", default=None)
     p.add_argument("--efficiency-plot", default=None, help="EM against training questions (the -qN heads)")
     p.add_argument("--train-questions", type=int, default=700, help="questions of the full training run")
     args = ap.parse_args()
-    result = {"train": train, "evaluate": evaluate, "report": report}[args.cmd](args)
-    if getattr(args, "out", None) and args.cmd == "train":
+    result = {"train": train, "evaluate": evaluate, "changes": changes, "report": report}[args.cmd](args)
+    if getattr(args, "out", None) and args.cmd in ("train", "changes"):
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
