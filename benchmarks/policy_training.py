@@ -292,13 +292,14 @@ def report(args) -> dict:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        main_names = [n for n in names if "-q" not in n]
+        main_names = [n for n in names if "-q" not in n and all(n in r["variants"] for r in results)]
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results) * 1.2), 4))
         width = 0.8 / max(len(main_names), 1)
         for i, n in enumerate(main_names):
             ys = [r["variants"].get(n, {}).get("em") or 0 for r in results]
             ax.bar([j + i * width for j in range(len(results))], ys, width, label=n)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))], cols, fontsize=8)
+        ticks = [f"{r['corpus']}\n{r['split']}, {r.get('mode', 'greedy')} ({r['n']} q)" for r in results]
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))], ticks, fontsize=8)
         ax.set_ylabel("EM")
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
@@ -338,6 +339,9 @@ def _plot_efficiency(results: list[dict], path: str, full: int) -> None:
         if r["variants"].get("untrained"):
             ax.axhline(r["variants"]["untrained"]["em"], color="gray", ls="--", label="untrained")
         ax.set_title(f"{r['corpus']} {r['split']}, {r.get('mode', 'greedy')} ({r['n']} q)", fontsize=10)
+        ems = [y for a in alphas for _, y in _efficiency(r, a, full)]
+        if ems:
+            ax.set_ylim(min(ems) - 3, max(ems) + 3)
         ax.set_xlabel("training questions")
         ax.set_ylabel("EM")
         ax.grid(alpha=0.3)
