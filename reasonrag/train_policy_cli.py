@@ -64,7 +64,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--head",
-        default="mlp",
+        default=None,
         choices=list(HEADS),
         help="a new head's shape: mlp (encoder products and numbers, 64 hidden; default) or linear "
         "(the 24 numbers only: few weights, for few questions)",
@@ -158,9 +158,15 @@ def _policy(args: argparse.Namespace, base: Any = None):
     from .encoder import load_encoder
     from .policy_head import PolicyHead, PolicyHeadConfig, TunedPolicy, load_policy_head
 
+    head = getattr(args, "head", None)
     if args.policy and args.policy != "untrained":
+        if head:
+            raise InputError(
+                f"--head {head} shapes a new head, but --policy {args.policy} continues the head saved there; "
+                "drop one of them"
+            )
         return load_policy_head(args.policy, base, encoder_name=args.encoder)
-    config = PolicyHeadConfig(**HEADS[getattr(args, "head", "mlp")])
+    config = PolicyHeadConfig(**HEADS[head or "mlp"])
     return TunedPolicy(base, PolicyHead(load_encoder(args.encoder), config, encoder_name=None))
 
 

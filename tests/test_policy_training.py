@@ -394,6 +394,11 @@ def test_label_train_policy_then_ask_and_eval_with_it(tmp_path, capsys, monkeypa
 def test_train_policy_without_data_or_with_a_bad_head_is_a_clear_error(tmp_path, capsys):
     assert main(["train-policy", "--out", str(tmp_path / "x")]) == 2
     assert "--labels" in capsys.readouterr().err
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in _groups()))
+    argv = ["train-policy", "--labels", str(labels), "--out", str(tmp_path / "y"), "--head", "linear"]
+    assert main([*argv, "--policy", str(tmp_path / "earlier")]) == 2
+    assert "drop one of them" in capsys.readouterr().err
     assert main(["ask", "Who wrote it?", "--corpus", CORPUS, "--policy", str(tmp_path / "nope")]) == 2
     assert "train-policy" in capsys.readouterr().err
 
