@@ -384,7 +384,25 @@ class _StructuredUnsupported(Exception):
     pass
 
 
-class ChatPolicy:
+class ViewPolicy:
+    """`propose` for the language-model policies: they answer from the `StageView` of a state
+    (`propose_view`), and an extract step with nothing to cite needs no model call."""
+
+    config: Any
+
+    def propose(self, stage: str, state: dict[str, Any]) -> list[Candidate]:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
+        view = view_of_state(stage, state, self.config.max_sentences)
+        if stage == "extract" and not view.sentences:
+            return [Candidate("extract", NO_EVIDENCE, {"sentences": []}, 1.0)]
+        return self.propose_view(view)
+
+    def propose_view(self, view: StageView) -> list[Candidate]:
+        raise NotImplementedError
+
+
+class ChatPolicy(ViewPolicy):
     """`Policy.propose` over any langchain-core `BaseChatModel`; see the module doc."""
 
     def __init__(
@@ -404,14 +422,6 @@ class ChatPolicy:
         self._lock = threading.Lock()
         self._structured: dict[str, Any] = {}
         self._structured_off = not self.config.structured
-
-    def propose(self, stage: str, state: dict[str, Any]) -> list[Candidate]:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
-        view = view_of_state(stage, state, self.config.max_sentences)
-        if stage == "extract" and not view.sentences:
-            return [Candidate("extract", NO_EVIDENCE, {"sentences": []}, 1.0)]
-        return self.propose_view(view)
 
     def propose_view(self, view: StageView) -> list[Candidate]:
         """Candidates for a view (cached by prompt): structured output first where supported, else tags."""

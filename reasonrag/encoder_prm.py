@@ -10,9 +10,6 @@ it takes minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .files import read_manifest, swap_in
+from .files import read_manifest, staged_directory, write_json
 from .policy import STAGES
 from .prm import PRMBase, check_trajectory, step_text
 from .rewards import normalize_answer
@@ -283,10 +280,7 @@ class EncoderPRM(PRMBase, nn.Module):
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary directory
-        try:
+        with staged_directory(directory) as tmp:
             save_file(self.head_state(), str(tmp / "model.safetensors"))
             manifest = {
                 **self.manifest,
@@ -298,11 +292,7 @@ class EncoderPRM(PRMBase, nn.Module):
                 "encoder": self.encoder_info or self.manifest.get("encoder", {}),
                 "numeric_features": N_NUMERIC,
             }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            swap_in(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / "manifest.json", manifest)
         self.manifest = manifest
         return directory
 

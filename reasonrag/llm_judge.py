@@ -13,8 +13,6 @@ and the agent's text (passages included) is quoted as data, so no passage can di
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LLMOutputError, ModelError, ReasonRAGError
-from .files import swap_in
+from .files import staged_directory, write_json
 from .prm import PRMBase, check_trajectory, step_text
 from .tags import data_line, parse_score
 
@@ -181,9 +179,7 @@ class LLMJudgePRM(PRMBase):
                 "(llm_judge('provider:model')) can be saved"
             )
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with staged_directory(path) as tmp:
             manifest = {
                 **(extra or {}),
                 "kind": KIND,
@@ -191,11 +187,7 @@ class LLMJudgePRM(PRMBase):
                 "llm": self.spec,
                 "config": asdict(self.config),
             }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            swap_in(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / "manifest.json", manifest)
         return path
 
     @classmethod

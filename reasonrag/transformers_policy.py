@@ -22,8 +22,6 @@ import inspect
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -38,16 +36,16 @@ from .chat_policy import (
     NOT_ENOUGH,
     PRIMERS,
     StageView,
+    ViewPolicy,
     candidates_from,
     parse_reply,
     sentence_label,
     stage_messages,
     view_of_decision,
-    view_of_state,
 )
 from .errors import InputError, LLMOutputError, LLMUnavailableError, ModelError
-from .files import swap_in
-from .policy import STAGES, Candidate
+from .files import staged_directory, write_json
+from .policy import Candidate
 from .policy_learning import Decision
 from .tags import one_line
 
@@ -124,7 +122,7 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
-class TransformersPolicy:
+class TransformersPolicy(ViewPolicy):
     """`Policy` and `TrainablePolicy` over a causal LM and its tokenizer; see the module doc."""
 
     def __init__(
@@ -213,9 +211,7 @@ class TransformersPolicy:
         """Model and tokenizer (safetensors) plus manifest.json, swapped in whole; LoRA is merged first, so
         the directory loads without peft (`--llm hf:DIR`, or `TransformersPolicy.from_pretrained(DIR)`)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with staged_directory(path) as tmp:
             model = self.model
             merged = _is_peft(model)
             if merged:
@@ -231,13 +227,7 @@ class TransformersPolicy:
                 "lora_merged": merged,
                 "config": asdict(self.config),
             }
-            (tmp / "manifest.json").write_text(
-                json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8"
-            )
-            swap_in(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / "manifest.json", out)
         return path
 
     # -- torch plumbing (the trainers call these) ----------------------------------------------------------
@@ -363,14 +353,6 @@ class TransformersPolicy:
         return torch.stack([normalised[slot[id(d)]][a] for d, a in zip(decisions, actions)])
 
     # -- proposing ----------------------------------------------------------------------------------------
-    def propose(self, stage: str, state: dict[str, Any]) -> list[Candidate]:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
-        view = view_of_state(stage, state, self.config.max_sentences)
-        if stage == "extract" and not view.sentences:
-            return [Candidate("extract", NO_EVIDENCE, {"sentences": []}, 1.0)]
-        return self.propose_view(view)
-
     def propose_view(self, view: StageView) -> list[Candidate]:
         """Sample completions, read each, and weigh each action by its completions' probabilities."""
         cfg = self.config

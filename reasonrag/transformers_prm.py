@@ -25,8 +25,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ from typing import Any
 import torch
 
 from .errors import InputError, ModelError
-from .files import swap_in
+from .files import staged_directory, write_json
 from .policy import STAGES
 from .prm import PRMBase, check_trajectory, step_text
 
@@ -324,18 +322,12 @@ class TransformersPRM(PRMBase):
         training run) never sees half a model or one model's weights under another's manifest.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with staged_directory(path) as tmp:
             self.model.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
             core = self.manifest()
             manifest = {**core, **(extra or {}), **{k: v for k, v in core.items() if k in _CORE_KEYS}}
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            swap_in(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / "manifest.json", manifest)
         return path
 
     def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
