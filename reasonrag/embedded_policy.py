@@ -36,6 +36,7 @@ class EmbeddedPolicyConfig:
     query_question: float = 0.05
     query_entity: float = 0.15
     reader_top_spans: int = 5
+    span_length_penalty: float = 0.0  # answer spans lose exp(-this) of their probability per extra token
     evidence_weight: float = 3.0  # answer prob times (relevance of the sentence it comes from) ** this
     question_penalty: float = 0.2  # answer prob times this when the answer only repeats the question
     answer_sentences: int = 0  # the answer step reads only the best N kept sentences (0: all)
@@ -161,7 +162,10 @@ class EmbeddedPolicy:
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
             fresh = self.reader.read(
-                question, [contexts[i] for i in missing], top_spans=self.config.reader_top_spans
+                question,
+                [contexts[i] for i in missing],
+                top_spans=self.config.reader_top_spans,
+                length_penalty=self.config.span_length_penalty,
             )
             self.reads += len(missing)
             found.update((keys[i], r) for i, r in zip(missing, fresh))

@@ -242,7 +242,12 @@ class Reader:
 
     @torch.inference_mode()
     def read(
-        self, question: str, chunk_lists: Sequence[Sequence[Chunk]], *, top_spans: int = 5
+        self,
+        question: str,
+        chunk_lists: Sequence[Sequence[Chunk]],
+        *,
+        top_spans: int = 5,
+        length_penalty: float = 0.0,
     ) -> list[Reading]:
         """Read several contexts for one question in one batch; one Reading per context."""
         if not chunk_lists:
@@ -256,7 +261,12 @@ class Reader:
         for i, w in enumerate(windows):
             located: dict[str, tuple[int, int]] = {}
             spans = best_spans(
-                w, out["start_logits"][i].cpu(), out["end_logits"][i].cpu(), top_spans, located
+                w,
+                out["start_logits"][i].cpu(),
+                out["end_logits"][i].cpu(),
+                top_spans,
+                located,
+                length_penalty=length_penalty,
             )
             scores = {key: float(sentence_probs[i, j]) for j, key in enumerate(w.sentences)}
             readings.append(
@@ -276,8 +286,14 @@ def best_spans(
     end_logits: torch.Tensor,
     top: int = 5,
     located: dict[str, int] | None = None,
+    *,
+    length_penalty: float = 0.0,
 ) -> list[tuple[str, float]]:
     """The `top` answer spans (text, probability), merged by text, from start/end logits.
+
+    `length_penalty` multiplies a span's probability by exp(-penalty) per token past its first: start and
+    end are predicted independently, and a reader trained on few questions spreads the end over the
+    qualifiers that follow a short answer ("Wichita, Kansas" for "Wichita").
 
     `located`, if given, receives for each text the index (in window.sentences) of the sentence its most
     probable occurrence starts in, or -1 outside sentences (a title).
@@ -300,7 +316,7 @@ def best_spans(
             text = window.context[window.offsets[s][0] : window.offsets[e][1]].strip(" ,.;:|")
             if not text or "|" in text:
                 continue
-            p = math.exp(float(start_lp[s] + end_lp[e]))
+            p = math.exp(float(start_lp[s] + end_lp[e]) - length_penalty * (e - s))
             if located is not None and p > best_p.get(text, 0.0):
                 best_p[text] = p
                 located[text] = window.sentence_of_token[s]

@@ -49,6 +49,32 @@ def test_shipped_reader_finds_the_evidence_and_the_answer(reader):
     assert abs(sum(reading.kind_probs.values()) - 1) < 1e-5
 
 
+def test_length_penalty_prefers_the_short_answer_over_its_qualifiers(reader):
+    """Start and end are predicted apart; the penalty moves mass from "Enugu, Nigeria" to "Enugu"."""
+    import torch
+
+    from reasonrag.reader import best_spans
+
+    w = make_window(reader.tokenizer, "Where was she born?", CHUNKS, 384)
+    at = w.context.index("Enugu")
+
+    def token(*, starting: int = -1, ending: int = -1) -> int:
+        return next(t for t, o in enumerate(w.offsets) if o and (o[0] == starting or o[1] == ending))
+
+    first, short_end = token(starting=at), token(ending=at + len("Enugu"))
+    long_end = token(ending=w.context.rindex("Nigeria") + len("Nigeria"))
+    start = torch.full((len(w.input_ids),), -10.0)
+    end = torch.full((len(w.input_ids),), -10.0)
+    start[first] = 5.0
+    end[short_end], end[long_end] = 4.0, 4.5  # the end leans to the longer span
+    assert best_spans(w, start, end, 2)[0][0] == "Enugu, Nigeria"
+    penalised = best_spans(w, start, end, 2, length_penalty=0.5)
+    assert [text for text, _ in penalised] == ["Enugu", "Enugu, Nigeria"]
+    (plain,) = reader.read("Where was she born?", [CHUNKS])
+    (short,) = reader.read("Where was she born?", [CHUNKS], length_penalty=2.0)
+    assert len(short.spans[0][0]) <= len(plain.spans[0][0])
+
+
 def test_shipped_reader_answers_yes_no(reader):
     chunks = [
         Chunk("Red Kestrel", ("Red Kestrel is a British rock band formed in Leeds.",)),
