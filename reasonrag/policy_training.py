@@ -75,6 +75,8 @@ class DPOConfig:
     batch_size: int = 128  # pairs per update
     weight_decay: float = 0.0
     seed: int = 0
+    answer_pairs: bool = False  # also pair the answer candidates of every synthesize step by their outcome
+    outcome: str = "em"  # the outcome that ranks answer candidates
 
     algorithm = "dpo"
 
@@ -83,6 +85,8 @@ class DPOConfig:
             raise InputError(f"--pair-value {self.value!r}: use spre or mc")
         if self.beta <= 0:
             raise InputError(f"--beta must be positive, got {self.beta}")
+        if self.outcome not in OUTCOME_METRICS:
+            raise InputError(f"--outcome {self.outcome!r}: use one of {', '.join(OUTCOME_METRICS)}")
         _check_common(self)
 
 
@@ -250,6 +254,44 @@ def preference_pairs(
     return pairs
 
 
+NOT_ANSWERS = ("(another hop)", "(not enough evidence)")
+
+
+def answer_pairs(
+    records: Sequence[Mapping[str, Any]], outcome: str = "em", margin: float = 0.1
+) -> list[Pair]:
+    """Pairs of answer candidates of the same synthesize step, ranked by their own outcome.
+
+    The value of answering with a candidate needs no rollout: it is the outcome of that answer against the
+    gold one. So every answer step whose candidates hold a right and a wrong answer gives exact pairs, where
+    sibling pairs need two explored trajectories that happen to differ there. Each state counts once.
+    """
+    metric = OUTCOME_METRICS[outcome]
+    pairs: list[Pair] = []
+    seen: set[tuple] = set()
+    for r in records:
+        golden = r.get("golden_answers") or []
+        if not golden:
+            continue
+        for step, d in zip(r["steps"], record_decisions(r)):
+            if d is None or step["stage"] != "synthesize":
+                continue
+            key = (r.get("question_id") or r["question"], tuple(d.context), tuple(d.candidates))
+            if key in seen:
+                continue
+            seen.add(key)
+            values = {
+                i: float(metric(text, golden))
+                for i, text in enumerate(d.candidates)
+                if text not in NOT_ANSWERS
+            }
+            for hi, vh in values.items():
+                for lo, vl in values.items():
+                    if vh - vl >= margin:
+                        pairs.append(Pair(d, hi, lo, vh - vl))
+    return pairs
+
+
 # -- the trainers -------------------------------------------------------------------------------------------
 class PolicyTrainer(Protocol):
     """Builds training examples from trajectories and a loss over a batch of them."""
@@ -320,7 +362,10 @@ class DPOTrainer:
     def examples(
         self, records: Sequence[Mapping[str, Any]], rewards: Sequence[Sequence[float]] | None
     ) -> list:
-        return preference_pairs(records, self.config.value, self.config.margin)
+        pairs = preference_pairs(records, self.config.value, self.config.margin)
+        if self.config.answer_pairs:
+            pairs += answer_pairs(records, self.config.outcome, self.config.margin)
+        return pairs
 
     def loss(self, policy, reference, batch: list[Pair]) -> tuple[torch.Tensor, dict]:
         decisions = [p.decision for p in batch] * 2

@@ -21,6 +21,7 @@ from reasonrag.policy_head import N_NUMERIC, PolicyHead, PolicyHeadConfig, Tuned
 from reasonrag.policy_training import (
     DPOConfig,
     PolicyGradientConfig,
+    answer_pairs,
     combined_returns,
     preference_pairs,
     record_decisions,
@@ -140,6 +141,22 @@ def test_preference_pairs_are_siblings_whose_values_differ_by_the_margin():
     assert preference_pairs(records, "spre", margin=0.95) == []
 
 
+def test_answer_pairs_rank_the_candidates_of_one_answer_step_by_their_own_outcome():
+    # One trajectory per question, each answering wrongly: no siblings, yet the answer step's
+    # candidates are known to be right or wrong without any rollout.
+    records = [_record(qid, q, answers, 1, 0.0) for qid, q, answers in QUESTIONS_AND_ANSWERS]
+    assert preference_pairs(records, "spre", 0.1) == []
+    pairs = answer_pairs(records, "em")
+    assert len(pairs) == 2 * len(QUESTIONS_AND_ANSWERS)  # the right one over each of the two wrong ones
+    assert all(p.better == 0 and p.worse in (1, 2) and p.gap == 1.0 for p in pairs)
+    # The same state explored twice counts once; "another hop" has no outcome of its own.
+    twice = records + [dict(r, id=r["id"] + "/again") for r in records]
+    assert len(answer_pairs(twice, "em")) == len(pairs)
+    hop = _record("d", "Who painted the Mona Lisa?", ["Leonardo da Vinci", "(another hop)"], 1, 0.0)
+    assert answer_pairs([hop], "em") == []
+    assert len(answer_pairs(records, "f1", margin=0.5)) == len(pairs)
+
+
 def test_step_rewards_from_labels_and_a_clear_error_without_them():
     records = _groups()
     assert step_rewards(records, "mc") == [r["values"] for r in records]
@@ -184,6 +201,17 @@ def test_dpo_prefers_the_higher_valued_sibling(trainable):
     worse_after = trainable.action_logprobs([p.decision for p in pairs], [p.worse for p in pairs]).detach()
     assert (after - worse_after).mean() > (before - worse_before).mean() + 0.5
     assert result.history[-1]["pair_accuracy"] > 0.5
+
+
+def test_dpo_with_answer_pairs_learns_from_wrong_trajectories_alone(trainable):
+    records = [_record(qid, q, answers, 1, 0.0) for qid, q, answers in QUESTIONS_AND_ANSWERS]
+    with pytest.raises(InputError, match="nothing to train on"):
+        train_policy(trainable, records, DPOConfig(epochs=1), progress=False)
+    before = _right_prob(trainable, [r for r in records for _ in range(3)])
+    config = DPOConfig(beta=0.5, epochs=30, lr=3e-3, batch_size=8, answer_pairs=True)
+    result = train_policy(trainable, records, config, progress=False)
+    assert result.examples == 2 * len(QUESTIONS_AND_ANSWERS)
+    assert _right_prob(trainable, [r for r in records for _ in range(3)]) > before + 0.1
 
 
 def test_linear_head_learns_from_the_numbers_alone(encoder):
