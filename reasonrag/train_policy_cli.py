@@ -20,7 +20,8 @@ def add_parser(subparsers: Any) -> None:
         "(`reasonrag label` files). --algorithm pg: policy gradient with per-step advantages from "
         "alpha * R_outcome + (1 - alpha) * mean step reward, normalised within each question's group of "
         "trajectories, with a clipped ratio and a KL term against the starting policy. --algorithm dpo: "
-        "DPO on sibling actions from the same state whose SPRE values differ by --margin. --online "
+        "DPO on sibling actions from the same state whose SPRE values differ by --margin (and, with "
+        "--answer-pairs, on the answer candidates of every answer step ranked by their outcome). --online "
         "alternates exploring with the current policy, labeling and updating for --rounds rounds "
         "(resumable: rerun the same command). Use the result with `reasonrag ask/eval --policy OUT`.",
     )
@@ -87,6 +88,12 @@ def add_parser(subparsers: Any) -> None:
         help="dpo: value that ranks siblings (default: spre)",
     )
     p.add_argument(
+        "--answer-pairs",
+        action="store_true",
+        help="dpo: also pair the answer candidates of every answer step by their own outcome against the "
+        "gold answer (exact, no rollouts needed)",
+    )
+    p.add_argument(
         "--max-questions", type=int, default=None, help="train on the first N questions of --labels only"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -132,6 +139,8 @@ def _config(args: argparse.Namespace):
         beta=args.beta,
         margin=args.margin,
         value=args.pair_value,
+        answer_pairs=args.answer_pairs,
+        outcome=args.outcome,
         epochs=args.epochs or 4,
         lr=args.lr,
         batch_size=args.batch_size or 128,

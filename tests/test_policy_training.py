@@ -408,6 +408,20 @@ def test_label_train_policy_then_ask_and_eval_with_it(tmp_path, capsys, monkeypa
     )
     err = capsys.readouterr().err
     assert code == 0 or "no preference pairs" in err  # tiny data may have no sibling pairs: a clear message
+    argv = [
+        "train-policy",
+        "--labels",
+        str(labels),
+        "--out",
+        str(dpo),
+        "--algorithm",
+        "dpo",
+        "--answer-pairs",
+    ]
+    assert main([*argv, "--json", "--no-progress"]) == 0  # every answer step with a right candidate pairs
+    with_answers = _last_json(capsys.readouterr().out)
+    assert with_answers["examples"] > 0
+    assert json.loads((dpo / "manifest.json").read_text())["training"]["answer_pairs"] is True
     linear = tmp_path / "linear"
     assert main(["train-policy", "--labels", str(labels), "--out", str(linear), "--head", "linear"]) == 0
     assert json.loads((linear / "manifest.json").read_text())["config"] == {
