@@ -34,7 +34,7 @@ ALPHAS = (1.0, 0.0, 0.3, 0.5, 0.7)
 
 
 def _name(algorithm: str, alpha: float | None = None, questions: int | None = None) -> str:
-    base = "dpo" if algorithm == "dpo" else f"pg-alpha{alpha:g}"
+    base = algorithm if algorithm.startswith("dpo") else f"pg-alpha{alpha:g}"
     return base + (f"-q{questions}" if questions else "")
 
 
@@ -73,6 +73,8 @@ def train(args) -> dict:
     def jobs():
         yield from [("pg", a, None) for a in args.alphas]
         yield ("dpo", None, None)
+        if args.answer_pairs:
+            yield ("dpo-answers", None, None)
         combined = args.combined_alpha
         if combined is None:  # alpha chosen on dev: the best estimated success among the mixed alphas
             mixed = {
@@ -83,8 +85,12 @@ def train(args) -> dict:
         out["combined_alpha"] = combined
         yield from [("pg", a, n) for n in args.questions for a in (1.0, combined)]
 
+    if args.only and args.out and Path(args.out).is_file():  # keep what the other variants measured
+        out["variants"] = json.loads(Path(args.out).read_text())["variants"]
     for algorithm, alpha, n in jobs():
         name = _name(algorithm, alpha, n)
+        if args.only and name not in args.only:
+            continue
         subset = first_questions(records, n)
         sub_rewards = [rewards[index[id(r)]] for r in subset]
         head = PolicyHead(shared.encoder, head_config)
@@ -101,6 +107,7 @@ def train(args) -> dict:
                 beta=args.beta,
                 margin=args.margin,
                 seed=args.seed,
+                answer_pairs=algorithm == "dpo-answers",
             )
         t0 = time.perf_counter()
         result = train_policy(
@@ -374,6 +381,12 @@ def main() -> int:
     p.add_argument("--beta", type=float, default=1.0, help="dpo beta")
     p.add_argument("--dpo-epochs", type=int, default=30)
     p.add_argument("--dpo-lr", type=float, default=3e-2)
+    p.add_argument(
+        "--answer-pairs", action="store_true", help="also train dpo-answers: DPO with the answer-step pairs"
+    )
+    p.add_argument(
+        "--only", nargs="*", default=None, help="train only these variants (others in --out are kept)"
+    )
     p.add_argument("--hidden", type=int, default=0, help="head hidden size (0: linear)")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--no-embeddings", action="store_true", help="head on the numeric features only")
