@@ -66,7 +66,7 @@ def tune(args) -> dict:
         greedy, g_sum = _run(build_agent(**kw), questions, args.max_hops, f"{name} greedy")
         rows = {"greedy": g_sum}
         for t in args.thresholds:
-            cfg = BacktrackConfig(threshold=t, max_backtracks=args.max_backtracks)
+            cfg = BacktrackConfig(threshold=t, max_backtracks=args.max_backtracks, stages=args.stages)
             recs, summ = _run(build_agent(**kw, backtrack=cfg), questions, args.max_hops, f"{name} t={t}")
             summ.update(_flips(greedy, recs), threshold=t)
             rows[f"backtrack@{t}"] = summ
@@ -96,7 +96,9 @@ def compare(args) -> dict:
         retriever = DenseRetriever(corpus)
         kw = dict(retriever=retriever, policy=policy, max_hops=args.max_hops, k=args.k, prm=prm)
         greedy, g_sum = _run(build_agent(**kw), questions, args.max_hops, f"{name} greedy")
-        cfg = BacktrackConfig(threshold=args.threshold, max_backtracks=args.max_backtracks)
+        cfg = BacktrackConfig(
+            threshold=args.threshold, max_backtracks=args.max_backtracks, stages=args.stages
+        )
         bt, b_sum = _run(build_agent(**kw, backtrack=cfg), questions, args.max_hops, f"{name} backtrack")
         b_sum.update(_flips(greedy, bt))
         pool_graph = build_agent(**kw, best_of=max(NS), select="min")
@@ -183,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
     ap.add_argument("--threshold", type=float, default=0.5, help="backtracking threshold for compare")
     ap.add_argument("--max-backtracks", type=int, default=3)
+    ap.add_argument(
+        "--stages",
+        nargs="+",
+        default=["retrieve", "extract", "synthesize"],
+        help="stages a backtrack may revisit",
+    )
     ap.add_argument("--out", default=None, help="JSON result file (for plot: the input)")
     ap.add_argument("--plot", default=None, help="PNG path for the PRM@N plot (compare, plot)")
     args = ap.parse_args(argv)

@@ -138,6 +138,9 @@ class BacktrackConfig:
     max_backtracks: int = 3
     aggregation: str = "min"
     min_prob: float = 0.02
+    # Stages whose decisions a backtrack may revisit. Without "synthesize", a weak answer is not swapped
+    # for the next-best answer to the same evidence but sends the agent back for other evidence.
+    stages: tuple[str, ...] = ("retrieve", "extract", "synthesize")
 
     def __post_init__(self) -> None:
         from .rewards import AGGREGATIONS
@@ -146,6 +149,12 @@ class BacktrackConfig:
             raise InputError(f"backtrack threshold must lie in [0, 1], got {self.threshold}")
         if self.max_backtracks < 0:
             raise InputError(f"max_backtracks must be at least 0, got {self.max_backtracks}")
+        self.stages = tuple(self.stages)
+        unknown = [s for s in self.stages if s not in ("retrieve", "extract", "synthesize")]
+        if unknown or not self.stages:
+            raise InputError(
+                f"backtrack stages must be some of retrieve, extract, synthesize; got {self.stages}"
+            )
         if self.aggregation not in AGGREGATIONS:
             raise InputError(
                 f"unknown aggregation {self.aggregation!r}: use one of {', '.join(AGGREGATIONS)}"
@@ -334,12 +343,16 @@ class AgentSteps:
             return None
         branches = state.get("branches") or []
         for bi in range(len(branches) - 1, -1, -1):
-            if self._untried(branches[bi]):
+            if self._untried(branches[bi], automatic=True):
                 return bi
         return None
 
-    def _untried(self, branch: dict) -> list[int]:
-        floor = self.backtrack_config.min_prob if self.backtrack_config else 0.0
+    def _untried(self, branch: dict, automatic: bool = False) -> list[int]:
+        """Untried candidates above the floor; an automatic backtrack also keeps to the configured stages."""
+        cfg = self.backtrack_config
+        if automatic and cfg is not None and branch["stage"] not in cfg.stages:
+            return []
+        floor = cfg.min_prob if cfg else 0.0
         return [
             j for j, c in enumerate(branch["candidates"]) if j not in branch["tried"] and c["prob"] >= floor
         ]

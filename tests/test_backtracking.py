@@ -54,6 +54,20 @@ def test_a_low_scored_answer_is_abandoned_for_the_next_best(parts, greedy):
     assert all(s["score"] >= 0.5 for s in state["steps"])
 
 
+def test_backtracking_without_synthesize_goes_back_for_other_evidence(parts, greedy):
+    retriever, policy = parts
+    bad = greedy["answer"]
+    config = BacktrackConfig(stages=("retrieve", "extract"))
+    graph = build_agent(
+        retriever=retriever, policy=policy, max_hops=2, k=3, scorer=distrust(bad), backtrack=config
+    )
+    state = run_agent(graph, Q, max_hops=2)
+    backtracks = [e for e in state["trace"] if e.get("event") == "backtrack"]
+    assert backtracks and all(e["stage"] in ("retrieve", "extract") for e in backtracks)
+    with pytest.raises(InputError, match="backtrack stages"):
+        BacktrackConfig(stages=("search",))
+
+
 def test_backtracking_is_bounded_and_keeps_the_best_ending(parts):
     retriever, policy = parts
     config = BacktrackConfig(threshold=0.5, max_backtracks=2)
