@@ -71,6 +71,13 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--max-backtracks", type=int, default=3, help="most backtracks per question (default: 3)")
     g.add_argument(
+        "--backtrack-stages",
+        nargs="+",
+        default=["retrieve", "extract", "synthesize"],
+        choices=["retrieve", "extract", "synthesize"],
+        help="stages a backtrack may revisit (default: all three)",
+    )
+    g.add_argument(
         "--aggregation",
         default="min",
         choices=["min", "prod", "mean", "last"],
@@ -135,7 +142,10 @@ def _build(args: argparse.Namespace):
         if prm is None:
             raise InputError("--backtrack needs step scores: drop --no-prm, or give --prm DIR")
         backtrack = BacktrackConfig(
-            threshold=args.threshold, max_backtracks=args.max_backtracks, aggregation=args.aggregation
+            threshold=args.threshold,
+            max_backtracks=args.max_backtracks,
+            aggregation=args.aggregation,
+            stages=tuple(args.backtrack_stages),
         )
     if args.best_of < 1:
         raise InputError(f"--best-of must be at least 1, got {args.best_of}")

@@ -37,6 +37,20 @@ def test_ask_json_holds_answer_steps_and_backtracks(capsys):
     assert result["steps"][0]["stage"] == "retrieve"
 
 
+def test_ask_backtracks_only_where_told(capsys):
+    argv = ["ask", "Who wrote the novel The Quiet Orchard?", "--corpus", CORPUS, "--json", "-k", "3"]
+    # A threshold no path reaches: every backtrack left is taken, each to a stage it may revisit.
+    tight = ["--backtrack", "--threshold", "1.0", "--max-backtracks", "2"]
+    assert main([*argv, *tight, "--backtrack-stages", "retrieve", "extract"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["backtracks"] == len(result["abandoned"]) == 2
+    revisited = [result["steps"][a["from_step"] - 1]["stage"] for a in result["abandoned"]]
+    assert set(revisited) <= {"retrieve", "extract"}
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, *tight, "--backtrack-stages", "answer"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
 def test_ask_prints_steps_readably(capsys):
     assert main(["ask", "Who wrote the novel The Quiet Orchard?", "--corpus", CORPUS, "-k", "3"]) == 0
     out = capsys.readouterr().out
