@@ -35,6 +35,9 @@ class EmbeddedPolicyConfig:
     query_evidence_only: float = 0.1
     query_question: float = 0.05
     query_entity: float = 0.15
+    # Either-or questions ("..., A or B?"): a later hop may search each option by name, together with the
+    # question and evidence (0 turns the candidate off). Chosen on dev (tune_dev_query_options.json).
+    query_options: float = 0.5
     reader_top_spans: int = 5
     span_length_penalty: float = 0.0  # answer spans lose exp(-this) of their probability per extra token
     evidence_weight: float = 3.0  # answer prob times (relevance of the sentence it comes from) ** this
@@ -211,6 +214,9 @@ class EmbeddedPolicy:
         if names:
             # The union of "question + evidence" and the first bridge entity: best on dev of both corpora.
             cands.insert(0, cand(cfg.query_union, with_evidence, names[0]))
+        options = either_or_options(question) if cfg.query_options > 0 else None
+        if options:
+            cands.insert(0, cand(cfg.query_options, *options, with_evidence))
         for i, name in enumerate(names):
             cands.append(cand(cfg.query_entity / (i + 1), f"{name} {question}"))
         return normalise(cands)

@@ -81,3 +81,26 @@ def test_option_mass_matches_spans_naming_the_option():
     spans = [("Aleksander Ford", 0.5), ("Ford", 0.2), ("Poland", 0.3)]
     assert option_mass("Aleksander Ford", spans) == pytest.approx(0.7)
     assert option_mass("Pablo Trapero", spans) == 0.0
+
+
+def test_either_or_questions_may_search_each_option_by_name():
+    from reasonrag.embedded_policy import EmbeddedPolicy, EmbeddedPolicyConfig
+
+    evidence = [
+        {
+            "hop": 0,
+            "passage_id": "p",
+            "title": "Ava DuVernay",
+            "sentence_index": 0,
+            "text": "Ava DuVernay is a director.",
+        }
+    ]
+    state = {"question": "Who was born first, Am Rong or Ava DuVernay?", "hop": 1, "evidence": evidence}
+    policy = EmbeddedPolicy()  # on by default
+    best = policy.propose_queries(state)[0]
+    assert best.action["queries"][:2] == ["Am Rong", "Ava DuVernay"]
+    assert best.action["queries"][2].startswith(state["question"])  # with the evidence, as other hops
+    off = EmbeddedPolicy(policy.reader, EmbeddedPolicyConfig(query_options=0)).propose_queries(state)
+    assert all(c.action.get("queries", [])[:1] != ["Am Rong"] for c in off)
+    bridge = dict(state, question="Who directed the film that Am Rong starred in?")
+    assert all(c.action.get("queries", [])[:1] != ["Am Rong"] for c in policy.propose_queries(bridge))
