@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from .errors import InputError
-from .policy import Candidate, Policy, choose
+from .policy import STAGES, Candidate, Policy, choose
 
 NOT_ENOUGH_EVIDENCE = "not enough evidence"
 MAX_BACKTRACKS_BOUND = 16  # run_agent's recursion limit allows this many backtracks (the config caps lower)
@@ -140,7 +140,7 @@ class BacktrackConfig:
     min_prob: float = 0.02
     # Stages whose decisions a backtrack may revisit. Without "synthesize", a weak answer is not swapped
     # for the next-best answer to the same evidence but sends the agent back for other evidence.
-    stages: tuple[str, ...] = ("retrieve", "extract", "synthesize")
+    stages: tuple[str, ...] = STAGES
 
     def __post_init__(self) -> None:
         from .rewards import AGGREGATIONS
@@ -150,11 +150,8 @@ class BacktrackConfig:
         if self.max_backtracks < 0:
             raise InputError(f"max_backtracks must be at least 0, got {self.max_backtracks}")
         self.stages = tuple(self.stages)
-        unknown = [s for s in self.stages if s not in ("retrieve", "extract", "synthesize")]
-        if unknown or not self.stages:
-            raise InputError(
-                f"backtrack stages must be some of retrieve, extract, synthesize; got {self.stages}"
-            )
+        if not self.stages or not set(self.stages) <= set(STAGES):
+            raise InputError(f"backtrack stages must be some of {', '.join(STAGES)}; got {self.stages}")
         if self.aggregation not in AGGREGATIONS:
             raise InputError(
                 f"unknown aggregation {self.aggregation!r}: use one of {', '.join(AGGREGATIONS)}"

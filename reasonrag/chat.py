@@ -570,7 +570,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             max_backtracks=0 if args.backtrack is False else args.max_backtracks,
             aggregation=args.aggregation,
-            stages=tuple(args.backtrack_stages),
+            stages=args.backtrack_stages,
         )
     nodes = agent_steps(
         retriever=DenseRetriever(corpus, args.encoder),

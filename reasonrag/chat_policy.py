@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .errors import InputError, LLMOutputError, LLMUnavailableError, ReasonRAGError
-from .policy import STAGES, Candidate, normalise
+from .policy import ANOTHER_HOP, NOT_ENOUGH, STAGES, Candidate, normalise
 from .policy_learning import Decision, evidence_text
 from .rewards import normalize_answer
 from .tags import (
@@ -42,8 +42,6 @@ from .tags import (
 )
 
 NO_EVIDENCE = "(no evidence)"
-ANOTHER_HOP = "(another hop)"
-NOT_ENOUGH = "(not enough evidence)"
 
 SYSTEM_PROMPT = (
     "You are the search policy of a question-answering agent. The agent answers a question in steps: it "

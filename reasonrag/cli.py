@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from .errors import InputError, ReasonRAGError
+from .policy import STAGES
 
 DEFAULT_CORPUS = "hotpotqa"
 DEFAULT_BACKTRACK = False  # chosen on dev: see README "Backtracking"
@@ -73,8 +74,8 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backtrack-stages",
         nargs="+",
-        default=["retrieve", "extract", "synthesize"],
-        choices=["retrieve", "extract", "synthesize"],
+        default=list(STAGES),
+        choices=STAGES,
         help="stages a backtrack may revisit (default: all three)",
     )
     g.add_argument(
@@ -145,7 +146,7 @@ def _build(args: argparse.Namespace):
             threshold=args.threshold,
             max_backtracks=args.max_backtracks,
             aggregation=args.aggregation,
-            stages=tuple(args.backtrack_stages),
+            stages=args.backtrack_stages,
         )
     if args.best_of < 1:
         raise InputError(f"--best-of must be at least 1, got {args.best_of}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .comparison import either_or_options, option_mass, temporal_choice
-from .policy import Candidate, normalise
+from .policy import ANOTHER_HOP, NOT_ENOUGH, Candidate, normalise
 from .reader import Chunk, Reader, Reading
 from .rewards import normalize_answer
 
@@ -302,13 +302,9 @@ class EmbeddedPolicy:
         evidence = state.get("evidence", [])
         can_continue = state.get("hop", 0) + 1 < state.get("max_hops", 1)
         if not evidence:
-            cands = [
-                Candidate(
-                    "synthesize", "(not enough evidence)", {"type": "insufficient", "answer": None}, 1.0
-                )
-            ]
+            cands = [Candidate("synthesize", NOT_ENOUGH, {"type": "insufficient", "answer": None}, 1.0)]
             if can_continue:
-                cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, 1.0))
+                cands.append(Candidate("synthesize", ANOTHER_HOP, {"type": "continue"}, 1.0))
             return normalise(cands)
         if cfg.answer_sentences > 0:
             evidence = sorted(evidence, key=lambda e: -(e.get("score") or 0.0))[: cfg.answer_sentences]
@@ -347,5 +343,5 @@ class EmbeddedPolicy:
                 p_cont = max(p_cont, 0.999)
             scale = 1 - p_cont
             cands = [Candidate(c.stage, c.text, c.action, c.prob * scale) for c in cands]
-            cands.append(Candidate("synthesize", "(another hop)", {"type": "continue"}, p_cont))
+            cands.append(Candidate("synthesize", ANOTHER_HOP, {"type": "continue"}, p_cont))
         return normalise(cands)

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 STAGES = ("retrieve", "extract", "synthesize")
+# The texts of the synthesize candidates that are not answers, shared by every policy, so that whatever
+# reads decisions back (policy heads, answer pairs) knows them without knowing the policy.
+ANOTHER_HOP = "(another hop)"
+NOT_ENOUGH = "(not enough evidence)"
 
 
 @dataclass(frozen=True)

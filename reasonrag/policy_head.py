@@ -31,7 +31,7 @@ from torch import nn
 
 from .errors import ModelError
 from .files import read_manifest
-from .policy import STAGES, Candidate, Policy, normalise
+from .policy import ANOTHER_HOP, STAGES, Candidate, Policy, normalise
 from .policy_learning import Decision, evidence_text, safe_log
 from .rewards import normalize_answer
 
@@ -88,7 +88,7 @@ def candidate_numbers(
         cos_ctx,
         max_ctx,
         math.log1p(len(words)) / 5.0,
-        float(lowered == "(another hop)"),
+        float(lowered == ANOTHER_HOP),
         float(lowered.startswith("(not enough")),
         float(lowered in ("yes", "no")),
         len(toks & q_toks) / max(len(toks), 1),

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from .errors import InputError
+from .policy import ANOTHER_HOP, NOT_ENOUGH
 from .policy_learning import Decision, TrainablePolicy, evidence_text, safe_log
 from .rewards import OUTCOME_METRICS
 
@@ -58,8 +59,6 @@ class PolicyGradientConfig:
             raise InputError(
                 f"--process-reward {self.process_reward!r}: use one of {', '.join(PROCESS_REWARDS)}"
             )
-        if self.outcome not in OUTCOME_METRICS:
-            raise InputError(f"--outcome {self.outcome!r}: use one of {', '.join(OUTCOME_METRICS)}")
         _check_common(self)
 
 
@@ -85,8 +84,6 @@ class DPOConfig:
             raise InputError(f"--pair-value {self.value!r}: use spre or mc")
         if self.beta <= 0:
             raise InputError(f"--beta must be positive, got {self.beta}")
-        if self.outcome not in OUTCOME_METRICS:
-            raise InputError(f"--outcome {self.outcome!r}: use one of {', '.join(OUTCOME_METRICS)}")
         _check_common(self)
 
 
@@ -95,6 +92,8 @@ def _check_common(config: Any) -> None:
         raise InputError("--epochs and --batch-size must be at least 1")
     if config.lr <= 0:
         raise InputError(f"--lr must be positive, got {config.lr}")
+    if config.outcome not in OUTCOME_METRICS:
+        raise InputError(f"--outcome {config.outcome!r}: use one of {', '.join(OUTCOME_METRICS)}")
 
 
 # -- decisions out of trajectories ------------------------------------------------------------------------
@@ -254,7 +253,7 @@ def preference_pairs(
     return pairs
 
 
-NOT_ANSWERS = ("(another hop)", "(not enough evidence)")
+NOT_ANSWERS = (ANOTHER_HOP, NOT_ENOUGH)
 
 
 def answer_pairs(
