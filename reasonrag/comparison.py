@@ -96,6 +96,11 @@ def _passage_for(option: str, passages: list[dict[str, Any]]) -> dict[str, Any] 
     return None
 
 
+def missing_options(options: tuple[str, str], passages: list[dict[str, Any]]) -> list[str]:
+    """The options that no retrieved passage is about yet: the only ones worth searching by name."""
+    return [o for o in options if _passage_for(o, passages) is None]
+
+
 def temporal_choice(question: str, options: tuple[str, str], passages: list[dict[str, Any]]) -> int | None:
     """Index of the option a temporal comparison picks from the passages' dates, or None if undecidable."""
     lifespan = bool(_LIFESPAN.search(question))

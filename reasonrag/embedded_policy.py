@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .comparison import either_or_options, option_mass, temporal_choice
+from .comparison import either_or_options, missing_options, option_mass, temporal_choice
 from .policy import ANOTHER_HOP, NOT_ENOUGH, Candidate, normalise
 from .reader import Chunk, Reader, Reading
 from .rewards import normalize_answer
@@ -38,6 +38,9 @@ class EmbeddedPolicyConfig:
     # Either-or questions ("..., A or B?"): a later hop may search each option by name, together with the
     # question and evidence (0 turns the candidate off). Chosen on dev (tune_dev_query_options.json).
     query_options: float = 0.5
+    # Search by name only the options whose own passage was not retrieved yet: a found passage is
+    # excluded from later searches, so searching its name again brings strangers. Chosen on dev.
+    query_missing_options: bool = True
     reader_top_spans: int = 5
     span_length_penalty: float = 0.0  # answer spans lose exp(-this) of their probability per extra token
     evidence_weight: float = 3.0  # answer prob times (relevance of the sentence it comes from) ** this
@@ -215,6 +218,8 @@ class EmbeddedPolicy:
             # The union of "question + evidence" and the first bridge entity: best on dev of both corpora.
             cands.insert(0, cand(cfg.query_union, with_evidence, names[0]))
         options = either_or_options(question) if cfg.query_options > 0 else None
+        if options and cfg.query_missing_options:
+            options = tuple(missing_options(options, state.get("retrieved", [])))
         if options:
             cands.insert(0, cand(cfg.query_options, *options, with_evidence))
         for i, name in enumerate(names):

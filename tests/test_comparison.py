@@ -104,3 +104,32 @@ def test_either_or_questions_may_search_each_option_by_name():
     assert all(c.action.get("queries", [])[:1] != ["Am Rong"] for c in off)
     bridge = dict(state, question="Who directed the film that Am Rong starred in?")
     assert all(c.action.get("queries", [])[:1] != ["Am Rong"] for c in policy.propose_queries(bridge))
+
+
+def test_option_search_can_skip_options_whose_passage_was_found():
+    from reasonrag.embedded_policy import EmbeddedPolicy, EmbeddedPolicyConfig
+
+    found = {"id": "p", "title": "Ava DuVernay", "sentences": ["Ava DuVernay is a director."], "hop": 0}
+    evidence = [
+        {
+            "hop": 0,
+            "passage_id": "p",
+            "title": "Ava DuVernay",
+            "sentence_index": 0,
+            "text": found["sentences"][0],
+        }
+    ]
+    state = {
+        "question": "Who was born first, Am Rong or Ava DuVernay?",
+        "hop": 1,
+        "evidence": evidence,
+        "retrieved": [found],
+    }
+    policy = EmbeddedPolicy(config=EmbeddedPolicyConfig(query_missing_options=True))
+    best = policy.propose_queries(state)[0]
+    assert best.action["queries"][0] == "Am Rong"  # only the option still missing
+    assert "Ava DuVernay" not in best.action["queries"]
+    other = {"id": "q", "title": "Am Rong", "sentences": ["Am Rong is a Cambodian filmmaker."], "hop": 0}
+    both = dict(state, retrieved=[found, other])
+    queries = [c.action.get("queries", []) for c in policy.propose_queries(both)]
+    assert not any(q[:1] in (["Am Rong"], ["Ava DuVernay"]) for q in queries)  # nothing left to look up
