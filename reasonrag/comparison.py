@@ -97,8 +97,12 @@ def _passage_for(option: str, passages: list[dict[str, Any]]) -> dict[str, Any] 
 
 
 def missing_options(options: tuple[str, str], passages: list[dict[str, Any]]) -> list[str]:
-    """The options that no retrieved passage is about yet: the only ones worth searching by name."""
-    return [o for o in options if _passage_for(o, passages) is None]
+    """The options without a retrieved passage of exactly their title: the ones worth searching by name.
+
+    Only an exact title counts as found: "Justin Paul (cricketer)" may be a namesake of "Justin Paul".
+    """
+    titles = {normalize_answer(p["title"]) for p in passages}
+    return [o for o in options if normalize_answer(o) not in titles]
 
 
 def temporal_choice(question: str, options: tuple[str, str], passages: list[dict[str, Any]]) -> int | None:

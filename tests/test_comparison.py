@@ -129,6 +129,15 @@ def test_option_search_can_skip_options_whose_passage_was_found():
     best = policy.propose_queries(state)[0]
     assert best.action["queries"][0] == "Am Rong"  # only the option still missing
     assert "Ava DuVernay" not in best.action["queries"]
+    namesake = {
+        "id": "n",
+        "title": "Am Rong (footballer)",
+        "sentences": ["Am Rong is a footballer."],
+        "hop": 0,
+    }
+    assert (
+        policy.propose_queries(dict(state, retrieved=[found, namesake]))[0].action["queries"][0] == "Am Rong"
+    )
     other = {"id": "q", "title": "Am Rong", "sentences": ["Am Rong is a Cambodian filmmaker."], "hop": 0}
     both = dict(state, retrieved=[found, other])
     queries = [c.action.get("queries", []) for c in policy.propose_queries(both)]
