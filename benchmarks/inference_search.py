@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from reasonrag.policy import STAGES
+
 NS = (1, 2, 4, 8, 16)
 
 
@@ -188,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stages",
         nargs="+",
-        default=["retrieve", "extract", "synthesize"],
-        help="stages a backtrack may revisit",
+        default=list(STAGES),
+        choices=STAGES,
+        help="stages a backtrack may revisit (default: all three)",
     )
     ap.add_argument("--out", default=None, help="JSON result file (for plot: the input)")
     ap.add_argument("--plot", default=None, help="PNG path for the PRM@N plot (compare, plot)")

@@ -31,7 +31,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-STAGES = ("retrieve", "extract", "synthesize")
+from reasonrag.policy import STAGES
 
 
 def _logit(p: float) -> float:
