@@ -28,12 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--predictions-dir", default=None, help="write per-question predictions here")
     args = ap.parse_args(argv)
 
-    from reasonrag.agent import build_agent
-    from reasonrag.cli import _quiet_libraries, policy_config
-    from reasonrag.corpus import Corpus
-    from reasonrag.embedded_policy import EmbeddedPolicy
-    from reasonrag.evaluate import evaluate
-    from reasonrag.retriever import DenseRetriever
+    from reasonrag.agent.graph import build_agent
+    from reasonrag.cli.options import _quiet_libraries, policy_config
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.evaluation.evaluate import evaluate
+    from reasonrag.policies.embedded import EmbeddedPolicy
+    from reasonrag.retrieval.retriever import DenseRetriever
 
     _quiet_libraries()
     policy = EmbeddedPolicy(config=policy_config(args.policy_option))

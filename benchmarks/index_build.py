@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from reasonrag.corpus import Corpus  # noqa: E402
-from reasonrag.encoder import load_encoder  # noqa: E402
-from reasonrag.index import DenseIndex  # noqa: E402
+from reasonrag.data.corpus import Corpus  # noqa: E402
+from reasonrag.retrieval.encoder import load_encoder  # noqa: E402
+from reasonrag.retrieval.index import DenseIndex  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

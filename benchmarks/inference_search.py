@@ -19,15 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-from reasonrag.policy import STAGES
+from reasonrag.data.types import STAGES
 
 NS = (1, 2, 4, 8, 16)
 
 
 def _setup(args):
-    from reasonrag.cli import _quiet_libraries
-    from reasonrag.embedded_policy import EmbeddedPolicy
-    from reasonrag.prm import load_prm
+    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.policies.embedded import EmbeddedPolicy
+    from reasonrag.prm.loading import load_prm
 
     _quiet_libraries()
     return EmbeddedPolicy(), load_prm(args.prm)
@@ -36,8 +36,8 @@ def _setup(args):
 def _run(graph, questions, max_hops, label, mode="greedy", seed=0):
     from tqdm import tqdm
 
-    from reasonrag.agent import run_agent
-    from reasonrag.evaluate import summarise, trajectory_record
+    from reasonrag.agent.graph import run_agent
+    from reasonrag.evaluation.evaluate import summarise, trajectory_record
 
     records = []
     for q in tqdm(questions, desc=label, unit="q", file=sys.stderr):
@@ -54,9 +54,10 @@ def _flips(base, other):
 
 
 def tune(args) -> dict:
-    from reasonrag.agent import BacktrackConfig, build_agent
-    from reasonrag.corpus import Corpus
-    from reasonrag.retriever import DenseRetriever
+    from reasonrag.agent.graph import build_agent
+    from reasonrag.agent.nodes import BacktrackConfig
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.retrieval.retriever import DenseRetriever
 
     policy, prm = _setup(args)
     out = {"split": args.split, "limit": args.limit, "max_backtracks": args.max_backtracks, "corpora": {}}
@@ -83,11 +84,12 @@ def tune(args) -> dict:
 def compare(args) -> dict:
     from tqdm import tqdm
 
-    from reasonrag.agent import BacktrackConfig, build_agent
-    from reasonrag.corpus import Corpus
-    from reasonrag.retriever import DenseRetriever
-    from reasonrag.rewards import exact_match, f1_score
-    from reasonrag.selection import SELECTORS, select_sample
+    from reasonrag.agent.best_of_n import SELECTORS, select_sample
+    from reasonrag.agent.graph import build_agent
+    from reasonrag.agent.nodes import BacktrackConfig
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.data.rewards import exact_match, f1_score
+    from reasonrag.retrieval.retriever import DenseRetriever
 
     policy, prm = _setup(args)
     out = {"split": args.split, "limit": args.limit, "threshold": args.threshold, "corpora": {}}

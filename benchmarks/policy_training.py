@@ -39,12 +39,12 @@ def _name(algorithm: str, alpha: float | None = None, questions: int | None = No
 
 
 def train(args) -> dict:
-    from reasonrag.cli import _quiet_libraries
-    from reasonrag.labeling import read_labels
-    from reasonrag.policy_head import PolicyHead, PolicyHeadConfig, TunedPolicy
-    from reasonrag.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
-    from reasonrag.prm import load_prm
-    from reasonrag.train_policy_cli import first_questions
+    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.train_policy import first_questions
+    from reasonrag.policies.head import PolicyHead, PolicyHeadConfig, TunedPolicy
+    from reasonrag.prm.loading import load_prm
+    from reasonrag.training.labeling import read_labels
+    from reasonrag.training.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
 
     _quiet_libraries()
     runs = Path(args.runs)
@@ -181,12 +181,12 @@ def _plot_curves(out: dict, path: str) -> None:
 
 
 def evaluate(args) -> dict:
-    from reasonrag.agent import build_agent
-    from reasonrag.cli import _quiet_libraries
-    from reasonrag.corpus import Corpus
-    from reasonrag.embedded_policy import EmbeddedPolicy
-    from reasonrag.policy_head import load_policy_head
-    from reasonrag.retriever import DenseRetriever
+    from reasonrag.agent.graph import build_agent
+    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.policies.embedded import EmbeddedPolicy
+    from reasonrag.policies.head import load_policy_head
+    from reasonrag.retrieval.retriever import DenseRetriever
 
     sys.path.insert(0, str(Path(__file__).parent))
     from inference_search import _run
@@ -240,10 +240,10 @@ def changes(args) -> dict:
     """How far each head moved the policy on the dev decisions: greedy choices changed, mean entropy."""
     import torch
 
-    from reasonrag.cli import _quiet_libraries
-    from reasonrag.labeling import read_labels
-    from reasonrag.policy_head import PolicyHead, load_policy_head
-    from reasonrag.policy_training import record_decisions
+    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.policies.head import PolicyHead, load_policy_head
+    from reasonrag.training.labeling import read_labels
+    from reasonrag.training.policy_training import record_decisions
 
     _quiet_libraries()
     dev = read_labels(args.dev_labels)

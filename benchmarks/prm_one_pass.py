@@ -33,9 +33,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from reasonrag.policy import STAGES  # noqa: E402
-from reasonrag.prm import step_text  # noqa: E402
-from reasonrag.transformers_prm import TransformersPRM  # noqa: E402
+from reasonrag.data.types import STAGES  # noqa: E402
+from reasonrag.prm.base import step_text  # noqa: E402
+from reasonrag.prm.transformers_prm import TransformersPRM  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "hotpotqa"
 

@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from reasonrag.cli import _quiet_libraries
-    from reasonrag.corpus import Corpus
-    from reasonrag.reader import KINDS, best_spans, collate, load_reader
-    from reasonrag.reader_training import ExampleBuilder
-    from reasonrag.rewards import exact_match, f1_score
+    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.data.rewards import exact_match, f1_score
+    from reasonrag.policies.reader import KINDS, best_spans, collate, load_reader
+    from reasonrag.training.reader_training import ExampleBuilder
 
     _quiet_libraries()
     model, tokenizer, _ = load_reader(args.reader)

@@ -31,7 +31,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from reasonrag.policy import STAGES
+from reasonrag.data.types import STAGES
 
 
 def _logit(p: float) -> float:
@@ -73,8 +73,8 @@ def calibrated_min(sample: dict, fit: dict[str, tuple[float, float]]) -> float:
 
 def pools_from_labels(paths: list[str], prm) -> dict[str, list[list[dict]]]:
     """Per corpus, one pool per question: each distinct trajectory repeated as often as it was sampled."""
-    from reasonrag.labeling import read_labels
-    from reasonrag.rewards import exact_match
+    from reasonrag.data.rewards import exact_match
+    from reasonrag.training.labeling import read_labels
 
     records = read_labels(paths)
     full = prm.score([{"question": r["question"], "steps": r["steps"]} for r in records])
@@ -97,8 +97,8 @@ def pools_from_labels(paths: list[str], prm) -> dict[str, list[list[dict]]]:
 
 
 def evaluate(pools: list[list[dict]], seed: int = 0, fit: dict | None = None) -> dict:
-    from reasonrag.rewards import normalize_answer
-    from reasonrag.selection import SELECTORS, select_sample
+    from reasonrag.agent.best_of_n import SELECTORS, select_sample
+    from reasonrag.data.rewards import normalize_answer
 
     rng = random.Random(seed)
     fold = [rng.random() < 0.5 for _ in pools]
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args(argv)
 
-    from reasonrag.cli import _quiet_libraries
-    from reasonrag.prm import load_prm
+    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.prm.loading import load_prm
 
     _quiet_libraries()
     prm = load_prm(args.prm)

@@ -1,5 +1,5 @@
 """`python -m reasonrag` is the `reasonrag` command."""
 
-from .cli import main
+from reasonrag.cli.main import main
 
 raise SystemExit(main())

@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout, without installing
     sys.path.insert(0, str(REPO_ROOT))
 
-from reasonrag.corpus import load_passages, load_questions, split_sentences  # noqa: E402
+from reasonrag.data.corpus import load_passages, load_questions, split_sentences  # noqa: E402
 
 DATASETS = ("hotpotqa", "2wikimultihopqa", "musique")
 SPLITS = ("train", "dev", "test")

@@ -18,10 +18,10 @@ from pathlib import Path
 # runnable from a checkout without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reasonrag.corpus import Corpus, known_corpora  # noqa: E402
-from reasonrag.encoder import encode, encoder_fingerprint, load_encoder  # noqa: E402
+from reasonrag.data.corpus import Corpus, known_corpora  # noqa: E402
 from reasonrag.errors import ReasonRAGError  # noqa: E402
-from reasonrag.index import DEFAULT_EXACT_THRESHOLD, build_index, check_index_dir  # noqa: E402
+from reasonrag.retrieval.encoder import encode, encoder_fingerprint, load_encoder  # noqa: E402
+from reasonrag.retrieval.index import DEFAULT_EXACT_THRESHOLD, build_index, check_index_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="append results to this JSON file")
     args = ap.parse_args(argv)
 
-    from reasonrag.agent import build_agent
-    from reasonrag.cli import _quiet_libraries, policy_config
-    from reasonrag.corpus import Corpus
-    from reasonrag.embedded_policy import EmbeddedPolicy
-    from reasonrag.evaluate import evaluate
-    from reasonrag.reader import Reader
-    from reasonrag.retriever import DenseRetriever
+    from reasonrag.agent.graph import build_agent
+    from reasonrag.cli.options import _quiet_libraries, policy_config
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.evaluation.evaluate import evaluate
+    from reasonrag.policies.embedded import EmbeddedPolicy
+    from reasonrag.policies.reader import Reader
+    from reasonrag.retrieval.retriever import DenseRetriever
 
     _quiet_libraries()
     reader = Reader(args.reader)

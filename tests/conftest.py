@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasonrag.types import Passage
+from reasonrag.data.types import Passage
 
 # (id, title, text): one clear topic each, so a paraphrased question has one obvious answer.
 _SMALL_CORPUS = [
@@ -46,7 +46,7 @@ _SMALL_CORPUS = [
 @pytest.fixture(scope="session")
 def encoder():
     """The default sentence encoder (embedded all-MiniLM-L6-v2), loaded once for the whole run."""
-    from reasonrag.encoder import load_encoder
+    from reasonrag.retrieval.encoder import load_encoder
 
     return load_encoder()
 

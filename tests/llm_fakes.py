@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-from reasonrag.llm import register_llm
+from reasonrag.llm.models import register_llm
 
 
 def stage_of(messages: list[BaseMessage]) -> str:
@@ -150,7 +150,7 @@ def tiny_llama_policy(*, seed: int = 0, chat_template: bool = False, **config: A
     from prm_factories import _tokenizer
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from reasonrag.transformers_policy import TransformersPolicy, TransformersPolicyConfig
+    from reasonrag.policies.transformers_lm import TransformersPolicy, TransformersPolicyConfig
 
     tokenizer = copy.deepcopy(_tokenizer())
     if chat_template:

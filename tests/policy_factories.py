@@ -11,7 +11,7 @@ from typing import Any
 
 
 def tuned_head(encoder: Any) -> Any:
-    from reasonrag.policy_head import PolicyHead, TunedPolicy
+    from reasonrag.policies.head import PolicyHead, TunedPolicy
 
     return TunedPolicy(None, PolicyHead(encoder))
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from reasonrag.policy import STAGES
-from reasonrag.transformers_prm import TransformersPRM
+from reasonrag.data.types import STAGES
+from reasonrag.prm.transformers_prm import TransformersPRM
 
 
 def _tokenizer() -> Any:
@@ -59,7 +59,7 @@ def scripted_judge() -> Any:
     loaded back by its spec (the scripted provider is registered here)."""
     from llm_fakes import hashed_judge, register_scripted
 
-    from reasonrag.llm import llm_judge
+    from reasonrag.prm.judge import llm_judge
 
     register_scripted("scripted-judge", hashed_judge)
     return llm_judge("scripted-judge:hashed")

@@ -12,9 +12,9 @@ from langchain_core.retrievers import BaseRetriever
 from langgraph.checkpoint.memory import InMemorySaver
 
 from reasonrag import InputError, build_agent, run_agent
-from reasonrag.corpus import Corpus, load_questions
-from reasonrag.embedded_policy import EmbeddedPolicy
-from reasonrag.retriever import DenseRetriever
+from reasonrag.data.corpus import Corpus, load_questions
+from reasonrag.policies.embedded import EmbeddedPolicy
+from reasonrag.retrieval.retriever import DenseRetriever
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,11 +8,11 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from reasonrag import InputError, build_agent, run_agent
-from reasonrag.agent import BacktrackConfig
-from reasonrag.corpus import Corpus
-from reasonrag.embedded_policy import EmbeddedPolicy
-from reasonrag.retriever import DenseRetriever
-from reasonrag.selection import select_sample, selection_scores
+from reasonrag.agent.best_of_n import select_sample, selection_scores
+from reasonrag.agent.nodes import BacktrackConfig
+from reasonrag.data.corpus import Corpus
+from reasonrag.policies.embedded import EmbeddedPolicy
+from reasonrag.retrieval.retriever import DenseRetriever
 
 DATA = Path(__file__).parent / "data"
 Q = "Who wrote the novel The Quiet Orchard?"

@@ -17,10 +17,10 @@ import pexpect
 import pytest
 
 from reasonrag import InputError
-from reasonrag.agent import AgentSteps, BacktrackConfig
-from reasonrag.chat import PROMPT, USER_REASON, ChatSession
-from reasonrag.policy import Candidate
-from reasonrag.types import Hit, Passage
+from reasonrag.agent.chat_session import PROMPT, USER_REASON, ChatSession
+from reasonrag.agent.nodes import AgentSteps, BacktrackConfig
+from reasonrag.data.types import Hit, Passage
+from reasonrag.policies.base import Candidate
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = str(ROOT / "tests" / "data" / "tiny_corpus.jsonl")
@@ -174,7 +174,7 @@ def home(tmp_path_factory, encoder):
     """A cache dir and a PRM with fixed random heads: scores that are the same on every run."""
     import torch
 
-    from reasonrag.encoder_prm import EncoderPRM
+    from reasonrag.prm.encoder_prm import EncoderPRM
 
     base = tmp_path_factory.mktemp("chat")
     torch.manual_seed(0)

@@ -16,10 +16,10 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from llm_fakes import ScriptedChatModel, StructuredChatModel, harbor_lights_agent
 
 from reasonrag import build_agent, run_agent
-from reasonrag.chat_policy import ChatPolicy, ChatPolicyConfig
-from reasonrag.corpus import Corpus
+from reasonrag.data.corpus import Corpus
 from reasonrag.errors import InputError, LLMOutputError, LLMUnavailableError
-from reasonrag.retriever import DenseRetriever
+from reasonrag.policies.chat_model import ChatPolicy, ChatPolicyConfig
+from reasonrag.retrieval.retriever import DenseRetriever
 
 DATA = Path(__file__).parent / "data"
 Q = "Where was the director of the film Harbor Lights born?"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonrag.cli import main
+from reasonrag.cli.main import main
 
 DATA = Path(__file__).parent / "data"
 CORPUS = str(DATA / "tiny_corpus.jsonl")
@@ -160,7 +160,7 @@ def test_unavailable_encoder_says_how_to_get_one(capsys):
 
 def test_console_script_runs_and_explains_itself():
     exe = Path(sys.executable).with_name("reasonrag")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "reasonrag.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "reasonrag"]
     out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, env=os.environ.copy())
     assert out.returncode == 0
     for command in ("index", "ask", "eval"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasonrag.comparison import dates, either_or_options, option_mass, temporal_choice
+from reasonrag.policies.comparison import dates, either_or_options, option_mass, temporal_choice
 
 PASSAGES = [
     {
@@ -84,7 +84,7 @@ def test_option_mass_matches_spans_naming_the_option():
 
 
 def test_either_or_questions_may_search_each_option_by_name():
-    from reasonrag.embedded_policy import EmbeddedPolicy, EmbeddedPolicyConfig
+    from reasonrag.policies.embedded import EmbeddedPolicy, EmbeddedPolicyConfig
 
     evidence = [
         {
@@ -107,7 +107,7 @@ def test_either_or_questions_may_search_each_option_by_name():
 
 
 def test_option_search_can_skip_options_whose_passage_was_found():
-    from reasonrag.embedded_policy import EmbeddedPolicy, EmbeddedPolicyConfig
+    from reasonrag.policies.embedded import EmbeddedPolicy, EmbeddedPolicyConfig
 
     found = {"id": "p", "title": "Ava DuVernay", "sentences": ["Ava DuVernay is a director."], "hop": 0}
     evidence = [

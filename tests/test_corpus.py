@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonrag.corpus import (
+from reasonrag.data.corpus import (
     Corpus,
     CorpusSource,
     corpora_dirs,

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reasonrag.retrieval.index as index_module
 
-import reasonrag.index as index_module
-from reasonrag.corpus import Corpus
-from reasonrag.encoder import (
+from reasonrag.data.corpus import Corpus
+from reasonrag.errors import EncoderUnavailableError, InvalidIndexError
+from reasonrag.retrieval import index_files
+from reasonrag.retrieval.encoder import (
     MINILM_SHA256,
     encode,
     encoder_fingerprint,
     load_encoder,
     resolve_encoder,
 )
-from reasonrag.errors import EncoderUnavailableError, InvalidIndexError
-from reasonrag.index import DenseIndex, build_index, cache_path, check_index_dir, open_index
+from reasonrag.retrieval.index import DenseIndex, build_index, cache_path, check_index_dir, open_index
 
 # question -> id of the passage that obviously answers it
 QUERIES = {
@@ -155,7 +156,7 @@ def test_a_pickled_embeddings_file_is_refused(flat, tmp_path):
     evil = np.empty(flat.count, dtype=object)  # an object array can only be stored by pickling
     np.save(target / "embeddings.npy", evil, allow_pickle=True)
     manifest = json.loads((target / "manifest.json").read_text())
-    manifest["files"]["embeddings.npy"] = index_module._file_record(target / "embeddings.npy")
+    manifest["files"]["embeddings.npy"] = index_files.file_record(target / "embeddings.npy")
     (target / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidIndexError, match="embeddings.npy"):
         DenseIndex.load(target)
@@ -181,7 +182,7 @@ def test_interrupted_save_leaves_the_old_index_intact(flat, small_passages, tmp_
     def killed(path):  # dies after embeddings.npy is written, before the manifest
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(index_module, "_file_record", killed)
+    monkeypatch.setattr(index_module, "file_record", killed)
     with pytest.raises(KeyboardInterrupt):
         newer.save(target)
     monkeypatch.undo()

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from reasonrag.agent import AgentSteps
-from reasonrag.corpus import Corpus, load_questions
-from reasonrag.embedded_policy import EmbeddedPolicy
+from reasonrag.agent.nodes import AgentSteps
+from reasonrag.data.corpus import Corpus, load_questions
 from reasonrag.errors import LabelsError
-from reasonrag.labeling import CachedSearch, LabelConfig, Labeler, label_questions, read_labels, resume_point
-from reasonrag.policy import Candidate, normalise
-from reasonrag.retriever import DenseRetriever, as_search_backend
+from reasonrag.policies.base import Candidate, normalise
+from reasonrag.policies.embedded import EmbeddedPolicy
+from reasonrag.retrieval.retriever import DenseRetriever, as_search_backend
+from reasonrag.training.labeling import (
+    CachedSearch,
+    LabelConfig,
+    Labeler,
+    label_questions,
+    read_labels,
+    resume_point,
+)
 
 DATA = Path(__file__).parent / "data"
 

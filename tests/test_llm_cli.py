@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from llm_fakes import harbor_lights_agent, hashed_judge, register_scripted
 
-from reasonrag.cli import main
+from reasonrag.cli.main import main
 
 DATA = Path(__file__).parent / "data"
 CORPUS = str(DATA / "tiny_corpus.jsonl")

@@ -8,15 +8,21 @@ from pathlib import Path
 import pytest
 from llm_fakes import ScriptedChatModel, harbor_lights_agent
 
-from reasonrag.agent import AgentSteps
-from reasonrag.chat_policy import ChatPolicy, ChatPolicyConfig
-from reasonrag.corpus import Corpus, load_questions
+from reasonrag.agent.nodes import AgentSteps
+from reasonrag.data.corpus import Corpus, load_questions
 from reasonrag.errors import InputError, LLMOutputError, ModelError
-from reasonrag.labeling import CachedSearch, LabelConfig, Labeler, compare_judge, label_questions, read_labels
-from reasonrag.llm import llm_judge
-from reasonrag.llm_judge import CRITERIA, LLMJudgePRM
-from reasonrag.prm import step_scorer
-from reasonrag.retriever import DenseRetriever, as_search_backend
+from reasonrag.policies.chat_model import ChatPolicy, ChatPolicyConfig
+from reasonrag.prm.base import step_scorer
+from reasonrag.prm.judge import CRITERIA, LLMJudgePRM, llm_judge
+from reasonrag.retrieval.retriever import DenseRetriever, as_search_backend
+from reasonrag.training.labeling import (
+    CachedSearch,
+    LabelConfig,
+    Labeler,
+    compare_judge,
+    label_questions,
+    read_labels,
+)
 
 DATA = Path(__file__).parent / "data"
 Q = "Where was the director of the film Harbor Lights born?"

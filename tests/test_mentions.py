@@ -1,6 +1,6 @@
 """Bridge-entity guesses for later-hop queries."""
 
-from reasonrag.embedded_policy import mentions
+from reasonrag.policies.embedded import mentions
 
 
 def test_names_stay_inside_sentences_and_skip_the_question():

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from reasonrag.corpus import Corpus
-from reasonrag.policy import STAGES, Candidate, Policy, choose, normalise
+from reasonrag.data.corpus import Corpus
+from reasonrag.data.types import STAGES
+from reasonrag.policies.base import Candidate, Policy, choose, normalise
 
 DATA = Path(__file__).parent / "data"
 
 
 def _embedded():
-    from reasonrag.embedded_policy import EmbeddedPolicy
+    from reasonrag.policies.embedded import EmbeddedPolicy
 
     return EmbeddedPolicy()
 
@@ -24,7 +25,7 @@ def _embedded():
 def _chat():
     from llm_fakes import ScriptedChatModel, varied_agent
 
-    from reasonrag.chat_policy import ChatPolicy, ChatPolicyConfig
+    from reasonrag.policies.chat_model import ChatPolicy, ChatPolicyConfig
 
     return ChatPolicy(ScriptedChatModel(respond=varied_agent), ChatPolicyConfig(n_candidates=3))
 
@@ -143,8 +144,8 @@ def test_choose_greedy_and_sampled():
 
 
 def test_embedded_reading_cache_never_loses_a_reading_it_returns(states):
-    from reasonrag.embedded_policy import EmbeddedPolicy
-    from reasonrag.reader import Chunk
+    from reasonrag.policies.embedded import EmbeddedPolicy
+    from reasonrag.policies.reader import Chunk
 
     policy = EmbeddedPolicy(cache_size=2)
     contexts = [[Chunk(f"T{i}", (f"Sentence number {i}.",), f"p{i}")] for i in range(4)]

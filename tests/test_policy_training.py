@@ -11,14 +11,15 @@ import pytest
 import torch
 from policy_factories import TRAINABLE_FACTORIES
 
-from reasonrag.agent import AgentSteps, rollout
-from reasonrag.cli import main
-from reasonrag.corpus import Corpus, load_questions
+from reasonrag.agent.nodes import AgentSteps, rollout
+from reasonrag.cli.main import main
+from reasonrag.data.corpus import Corpus, load_questions
 from reasonrag.errors import InputError, ModelError
-from reasonrag.labeling import CachedSearch, LabelConfig, Labeler, label_questions, read_labels
-from reasonrag.policy import Candidate, normalise
-from reasonrag.policy_head import N_NUMERIC, PolicyHead, PolicyHeadConfig, TunedPolicy, load_policy_head
-from reasonrag.policy_training import (
+from reasonrag.policies.base import Candidate, normalise
+from reasonrag.policies.head import N_NUMERIC, PolicyHead, PolicyHeadConfig, TunedPolicy, load_policy_head
+from reasonrag.retrieval.retriever import DenseRetriever, as_search_backend
+from reasonrag.training.labeling import CachedSearch, LabelConfig, Labeler, label_questions, read_labels
+from reasonrag.training.policy_training import (
     DPOConfig,
     PolicyGradientConfig,
     answer_pairs,
@@ -28,7 +29,6 @@ from reasonrag.policy_training import (
     step_rewards,
     train_policy,
 )
-from reasonrag.retriever import DenseRetriever, as_search_backend
 
 DATA = Path(__file__).parent / "data"
 CORPUS = str(DATA / "tiny_corpus.jsonl")

@@ -8,8 +8,9 @@ import pytest
 import torch
 from prm_factories import scripted_judge, tiny_transformers_prm
 
-from reasonrag.encoder_prm import EncoderPRM
-from reasonrag.prm import PRM, load_prm, step_scorer
+from reasonrag.prm.base import PRM, step_scorer
+from reasonrag.prm.encoder_prm import EncoderPRM
+from reasonrag.prm.loading import load_prm
 
 
 def _encoder_prm():

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from reasonrag.prm_eval import auroc, f1_at, gold_step_labels, per_stage
-from reasonrag.rewards import aggregate, combined_reward
-from reasonrag.types import Question
+from reasonrag.data.rewards import aggregate, combined_reward
+from reasonrag.data.types import Question
+from reasonrag.prm.evaluation import auroc, f1_at, gold_step_labels, per_stage
 
 
 def _pairwise_auroc(scores, labels):

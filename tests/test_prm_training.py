@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from reasonrag.encoder_prm import EncoderPRM
 from reasonrag.errors import InputError
-from reasonrag.prm import load_prm
-from reasonrag.prm_training import PRMTrainingConfig, batch_loss, subsample, train_prm
+from reasonrag.prm.encoder_prm import EncoderPRM
+from reasonrag.prm.loading import load_prm
+from reasonrag.training.prm_training import PRMTrainingConfig, batch_loss, subsample, train_prm
 
 TOPICS = ["Paris", "Mount Everest", "Python", "Photosynthesis", "Tokyo", "Chess", "Coffee", "Violin"]
 
@@ -107,8 +107,8 @@ def test_training_without_dev_labels_is_refused(data, tmp_path):
 
 
 def test_gold_and_mix_targets_follow_the_gold_step_labels():
-    from reasonrag.prm_training import attach_gold, targets
-    from reasonrag.types import Question
+    from reasonrag.data.types import Question
+    from reasonrag.training.prm_training import attach_gold, targets
 
     q = Question(
         id="q1",

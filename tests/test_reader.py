@@ -7,7 +7,7 @@ import json
 import pytest
 
 from reasonrag import ModelError
-from reasonrag.reader import SHIPPED_READER, Chunk, Reader, make_window, render_context
+from reasonrag.policies.reader import SHIPPED_READER, Chunk, Reader, make_window, render_context
 
 CHUNKS = [
     Chunk(
@@ -53,7 +53,7 @@ def test_length_penalty_prefers_the_short_answer_over_its_qualifiers(reader):
     """Start and end are predicted apart; the penalty moves mass from "Enugu, Nigeria" to "Enugu"."""
     import torch
 
-    from reasonrag.reader import best_spans
+    from reasonrag.policies.reader import best_spans
 
     w = make_window(reader.tokenizer, "Where was she born?", CHUNKS, 384)
     at = w.context.index("Enugu")
@@ -88,7 +88,7 @@ def test_shipped_reader_is_small_and_reproducible():
     size = sum(f.stat().st_size for f in SHIPPED_READER.iterdir())
     assert size < 30 * 1024 * 1024
     manifest = json.loads((SHIPPED_READER / "manifest.json").read_text())
-    assert manifest["command"].startswith("python -m reasonrag.reader_training")
+    assert manifest["command"].startswith("python -m reasonrag.training.reader_training")
     assert set(manifest["config"]["corpora"]) <= {"hotpotqa", "2wikimultihopqa"}  # never trained on MuSiQue
 
 
@@ -98,7 +98,7 @@ def test_missing_reader_is_a_clear_error(tmp_path):
 
 
 def test_training_round_trip(tmp_path):
-    from reasonrag.reader_training import main
+    from reasonrag.training.reader_training import main
 
     out = tmp_path / "reader"
     assert (

@@ -8,14 +8,14 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
+from reasonrag.data.types import Hit
 from reasonrag.errors import InputError, InvalidIndexError
-from reasonrag.retriever import (
+from reasonrag.retrieval.retriever import (
     DenseRetriever,
     LangChainRetrieverAdapter,
     ReasonRAGRetriever,
     as_search_backend,
 )
-from reasonrag.types import Hit
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasonrag.rewards import (
+from reasonrag.data.rewards import (
     OUTCOME_METRICS,
     cover_em,
     cover_em_reward,

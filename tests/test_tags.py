@@ -8,16 +8,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from reasonrag.chat_policy import StageView, parse_reply, stage_messages
 from reasonrag.errors import LLMOutputError
-from reasonrag.tags import (
-    blocks,
-    neutralise,
-    parse_decision,
-    parse_evidence,
-    parse_query,
-    parse_score,
-)
+from reasonrag.llm.tags import blocks, neutralise, parse_decision, parse_evidence, parse_query, parse_score
+from reasonrag.policies.chat_model import StageView, parse_reply, stage_messages
 
 SENTENCES = [
     "Harbor Lights is a 1987 drama film directed by Miriam Okafor.",

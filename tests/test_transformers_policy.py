@@ -10,13 +10,19 @@ import pytest
 import torch
 from llm_fakes import tiny_llama_policy
 
-from reasonrag.chat_policy import PRIMERS, candidates_from, parse_reply, view_of_decision, view_of_state
+from reasonrag.data.rewards import normalize_answer
 from reasonrag.errors import InputError, ModelError
-from reasonrag.llm import llm_policy
-from reasonrag.policy import Candidate
-from reasonrag.policy_learning import Decision, TrainablePolicy
-from reasonrag.rewards import normalize_answer
-from reasonrag.transformers_policy import TransformersPolicy, target_completion
+from reasonrag.policies.base import Candidate
+from reasonrag.policies.chat_model import (
+    PRIMERS,
+    candidates_from,
+    parse_reply,
+    view_of_decision,
+    view_of_state,
+)
+from reasonrag.policies.llm import llm_policy
+from reasonrag.policies.trainable import Decision, TrainablePolicy
+from reasonrag.policies.transformers_lm import TransformersPolicy, target_completion
 
 Q = "Where was the director of the film Harbor Lights born?"
 HL = "Harbor Lights is a 1987 drama film directed by Miriam Okafor."
@@ -338,7 +344,7 @@ def explored_by(policy: TransformersPolicy) -> list[dict]:
     """RECORDS as if `policy` had explored them: each candidate's probability is the policy's own."""
     import copy
 
-    from reasonrag.policy_training import record_decisions
+    from reasonrag.training.policy_training import record_decisions
 
     records = copy.deepcopy(RECORDS)
     retrieve, _, synthesize = record_decisions(RECORDS[0])  # (decisions are cached per record object)
@@ -360,7 +366,7 @@ ACTIONS = ["good query", "vague query", "right answer", "wrong answer"]
 def _logps(policy: TransformersPolicy) -> tuple[dict[str, float], dict[str, float]]:
     """Each action's log pi (`action_logprobs`, normalised over its decision's candidates) and its plain
     summed token log-prob (its completion given the decision prompt)."""
-    from reasonrag.policy_training import record_decisions
+    from reasonrag.training.policy_training import record_decisions
 
     retrieve, _, synthesize = record_decisions(RECORDS[0])
     pairs = [(retrieve, 0), (retrieve, 1), (synthesize, 0), (synthesize, 1)]
@@ -383,7 +389,7 @@ def test_training_moves_logprobs():
     """DPO on SPRE sibling pairs and policy gradient on combined rewards, through the shared trainer
     (`reasonrag.policy_training.train_policy`): the preferred / positive-advantage actions gain
     log-probability and the others lose it."""
-    from reasonrag.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
+    from reasonrag.training.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
 
     dpo = tiny_llama_policy()
     (pi0, plain0) = _logps(dpo)

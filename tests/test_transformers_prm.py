@@ -9,10 +9,10 @@ import pytest
 import torch
 from prm_factories import tiny_transformers_prm
 
+from reasonrag.data.types import STAGES
 from reasonrag.errors import InputError, ModelError
-from reasonrag.policy import STAGES
-from reasonrag.prm import load_prm
-from reasonrag.transformers_prm import TransformersPRM, _fair_shares
+from reasonrag.prm.loading import load_prm
+from reasonrag.prm.transformers_prm import TransformersPRM, _fair_shares
 
 MODES = ("token-classification", "reward-token")
 QUESTION = "Where was the director of the film Harbor Lights born?"

@@ -1,0 +1,407 @@
+"""The agent: a LangGraph StateGraph of retrieve -> extract -> synthesize, looping for more hops.
+
+State holds plain types only (strings, numbers, lists, dicts), so any checkpointer can save it and every
+step of the trajectory -- stage, action, what it saw, what came back, its probability and score -- is in
+the state, in checkpoints and in the stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reasonrag.agent.state import NOT_ENOUGH_EVIDENCE, AgentState, StepScorer, apply_update, next_node
+from reasonrag.data.types import STAGES
+from reasonrag.errors import InputError
+from reasonrag.policies.base import Candidate, Policy, choose
+
+
+def _rng(state: dict, stage: str) -> random.Random:
+    """A generator fixed by (seed, question, position in the trajectory): sampled runs are reproducible."""
+    key = f"{state.get('seed', 0)}|{state['question']}|{len(state.get('steps', []))}|{stage}"
+    if state.get("backtracks"):
+        key += f"|{state['backtracks']}"
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
+def _emit(payload: dict, kind: str = "step") -> None:
+    """Send a finished step (or a backtrack) to `stream_mode="custom"` listeners, if any."""
+    try:
+        from langgraph.config import get_stream_writer
+
+        get_stream_writer()({kind: payload})
+    except Exception:  # noqa: BLE001 - outside a streaming run there is nobody to tell
+        pass
+
+
+def _step(
+    state: dict, stage: str, cands: list[Candidate], idx: int, observation: Any, started: float
+) -> dict:
+    chosen = cands[idx]
+    return {
+        "stage": stage,
+        "hop": state.get("hop", 0),
+        "action": chosen.text,
+        "detail": chosen.action,
+        "prob": round(chosen.prob, 6),
+        "candidates": [_candidate_record(c) for c in cands],
+        "chosen": idx,
+        "observation": observation,
+        "score": None,
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+def _candidate_record(c: Candidate) -> dict:
+    """A candidate as the trace keeps it; a tuned policy's base probability too (policy training reads it)."""
+    out = {"text": c.text, "prob": round(c.prob, 6)}
+    if isinstance(c.action, dict) and "base_prob" in c.action:
+        out["base_prob"] = round(float(c.action["base_prob"]), 6)
+    return out
+
+
+def _lead(sentences: list[str], limit: int = 200) -> str:
+    """A passage's opening, kept in the step so a PRM (or a person) can judge the retrieval from the trace."""
+    text = " ".join(str(x).strip() for x in sentences[:2]).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def merged_search(search: Any, queries: list[str], k: int, exclude: set[str]) -> list:
+    """Top-k for one query, or the round-robin union of several queries' results (no duplicates)."""
+    if len(queries) == 1:
+        return search.search(queries[0], k=k, exclude=exclude)
+    ranked = [search.search(q, k=k, exclude=exclude) for q in queries]
+    hits, ids = [], set()
+    for rank in range(k):
+        for result in ranked:
+            if rank < len(result) and result[rank].passage.id not in ids:
+                hits.append(result[rank])
+                ids.add(result[rank].passage.id)
+    return hits[:k]
+
+
+@dataclass
+class BacktrackConfig:
+    """When the path score falls below `threshold`, go back to the last branch point with an untried action.
+
+    The path score aggregates the step scores so far (`min` by default, as the seed's rule). At most
+    `max_backtracks` per question; candidates below `min_prob` are never tried. When no backtrack is left
+    and the path still scores below the threshold, the answer of the best-scoring ending found is kept.
+    """
+
+    threshold: float = 0.2  # chosen on dev (benchmarks/results/backtrack_dev*.json)
+    max_backtracks: int = 3
+    aggregation: str = "min"
+    min_prob: float = 0.02
+    # Stages whose decisions a backtrack may revisit. Without "synthesize", a weak answer is not swapped
+    # for the next-best answer to the same evidence but sends the agent back for other evidence.
+    stages: tuple[str, ...] = STAGES
+
+    def __post_init__(self) -> None:
+        from reasonrag.data.rewards import AGGREGATIONS
+
+        if not 0.0 <= self.threshold <= 1.0:
+            raise InputError(f"backtrack threshold must lie in [0, 1], got {self.threshold}")
+        if self.max_backtracks < 0:
+            raise InputError(f"max_backtracks must be at least 0, got {self.max_backtracks}")
+        self.stages = tuple(self.stages)
+        if not self.stages or not set(self.stages) <= set(STAGES):
+            raise InputError(f"backtrack stages must be some of {', '.join(STAGES)}; got {self.stages}")
+        if self.aggregation not in AGGREGATIONS:
+            raise InputError(
+                f"unknown aggregation {self.aggregation!r}: use one of {', '.join(AGGREGATIONS)}"
+            )
+
+
+class AgentSteps:
+    """The graph's node functions, usable outside LangGraph too.
+
+    The compiled graph runs these; labeling (`reasonrag label`) calls them directly to roll out many
+    completions from one intermediate state, so what is labeled is exactly what the agent does.
+    """
+
+    def __init__(
+        self,
+        search: Any,
+        policy: Policy,
+        *,
+        max_hops: int = 3,
+        k: int = 5,
+        scorer: StepScorer | None = None,
+        backtrack: BacktrackConfig | None = None,
+    ) -> None:
+        self.search, self.policy, self.max_hops, self.k, self.scorer = search, policy, max_hops, k, scorer
+        self.backtrack_config = backtrack if scorer is not None else None
+
+    # -- shared by the three stages ----------------------------------------------------------------------
+    def _pick(
+        self, state: dict, stage: str, propose: Callable[[], list[Candidate]]
+    ) -> tuple[list, int, list]:
+        """The candidates and the chosen index: forced by a backtrack, else proposed and chosen."""
+        forced = state.get("forced")
+        if (
+            forced
+            and forced.get("stage") == stage
+            and forced.get("step_index") == len(state.get("steps") or [])
+        ):
+            cands = [Candidate(stage, c["text"], c["action"], c["prob"]) for c in forced["candidates"]]
+            return cands, int(forced["index"]), list(forced["tried"])
+        cands = propose()
+        idx = choose(cands, state["mode"], _rng(state, stage))
+        return cands, idx, [idx]
+
+    def _record(
+        self, state: dict, step: dict, cands: list[Candidate], tried: list[int], update: dict
+    ) -> dict:
+        """Score the step, announce it, and (when backtracking) note the branch point it was."""
+        if self.scorer is not None:
+            step["score"] = float(self.scorer(state, step))
+        _emit(step)
+        update["steps"] = [step]
+        if self.backtrack_config is not None:
+            update["branches"] = [
+                {
+                    "step_index": len(state.get("steps") or []),
+                    "stage": step["stage"],
+                    "restore": {
+                        "hop": state["hop"],
+                        "n_retrieved": len(state["retrieved"]),
+                        "n_seen": len(state["seen"]),
+                        "n_evidence": len(state["evidence"]),
+                        "answer": state.get("answer", ""),
+                        "status": state.get("status", "running"),
+                    },
+                    "candidates": [{"text": c.text, "action": c.action, "prob": c.prob} for c in cands],
+                    "tried": tried,
+                }
+            ]
+            update["forced"] = None
+            update["trace"] = [{"event": "step", **step}]
+        return update
+
+    def start(self, state: AgentState) -> dict:
+        question = (state.get("question") or "").strip()
+        if not question:
+            raise InputError("the question is empty")
+        return {
+            "question": question,
+            "hop": 0,
+            "max_hops": int(state.get("max_hops") or self.max_hops),
+            "k": int(state.get("k") or self.k),
+            "mode": state.get("mode") or "greedy",
+            "seed": int(state.get("seed") or 0),
+            "retrieved": [],
+            "seen": [],
+            "evidence": [],
+            "answer": "",
+            "status": "running",
+            "backtracks": 0,
+            "forced": None,
+            "path_score": None,
+        }
+
+    def retrieve(self, state: AgentState) -> dict:
+        t0 = time.perf_counter()
+        cands, idx, tried = self._pick(state, "retrieve", lambda: self.policy.propose("retrieve", state))
+        action = cands[idx].action
+        queries = action.get("queries") or [action.get("query", cands[idx].text)]
+        hits = merged_search(self.search, queries, state["k"], set(state["seen"]))
+        passages = [
+            {
+                "id": h.passage.id,
+                "title": h.passage.title,
+                "sentences": list(h.passage.sentences),
+                "score": round(float(h.score), 4),
+                "hop": state["hop"],
+            }
+            for h in hits
+        ]
+        observation = [
+            {"id": p["id"], "title": p["title"], "score": p["score"], "text": _lead(p["sentences"])}
+            for p in passages
+        ]
+        update = {
+            "retrieved": state["retrieved"] + passages,
+            "seen": state["seen"] + [p["id"] for p in passages],
+        }
+        return self._record(
+            state, _step(state, "retrieve", cands, idx, observation, t0), cands, tried, update
+        )
+
+    def extract(self, state: AgentState) -> dict:
+        t0 = time.perf_counter()
+        cands, idx, tried = self._pick(state, "extract", lambda: self.policy.propose("extract", state))
+        kept = [dict(s, hop=state["hop"]) for s in cands[idx].action.get("sentences", [])]
+        observation = [
+            {
+                "passage_id": s["passage_id"],
+                "sentence_index": s["sentence_index"],
+                "title": s["title"],
+                "text": s["text"],
+                "score": s.get("score"),
+            }
+            for s in kept
+        ]
+        update = {"evidence": state["evidence"] + kept}
+        return self._record(state, _step(state, "extract", cands, idx, observation, t0), cands, tried, update)
+
+    def _answer_candidates(self, state: dict) -> list[Candidate]:
+        cands = self.policy.propose("synthesize", state)
+        if (
+            state["hop"] + 1 >= state["max_hops"]
+        ):  # the budget is spent: an answer (or "not enough") is forced
+            final = [c for c in cands if c.action.get("type") != "continue"]
+            cands = final or [Candidate("synthesize", NOT_ENOUGH_EVIDENCE, {"type": "insufficient"}, 1.0)]
+        return cands
+
+    def synthesize(self, state: AgentState) -> dict:
+        t0 = time.perf_counter()
+        cands, idx, tried = self._pick(state, "synthesize", lambda: self._answer_candidates(state))
+        action = cands[idx].action
+        update: dict[str, Any] = {}
+        if action.get("type") == "continue":
+            update.update(hop=state["hop"] + 1, status="running")
+            observation = "another hop"
+        elif action.get("type") == "answer" and action.get("answer"):
+            update.update(answer=action["answer"], status="answered")
+            observation = action["answer"]
+        else:
+            update.update(answer=NOT_ENOUGH_EVIDENCE, status="insufficient")
+            observation = NOT_ENOUGH_EVIDENCE
+        step = _step(state, "synthesize", cands, idx, observation, t0)
+        update = self._record(state, step, cands, tried, update)
+        if self.backtrack_config is not None and update.get("status") != "running":
+            score = self.path_score(list(state.get("steps") or []) + [step])
+            update["finished"] = [{"answer": update["answer"], "status": update["status"], "score": score}]
+            update["path_score"] = score
+        return update
+
+    # -- backtracking ------------------------------------------------------------------------------------
+    def path_score(self, steps: list[dict]) -> float | None:
+        from reasonrag.data.rewards import aggregate
+
+        scores = [s.get("score") for s in steps]
+        if not scores or any(x is None for x in scores) or self.backtrack_config is None:
+            return None
+        return aggregate(scores, self.backtrack_config.aggregation)
+
+    def backtrack_target(self, state: dict) -> int | None:
+        """Index (in `branches`) of the branch point to go back to, or None to go on."""
+        cfg = self.backtrack_config
+        if cfg is None or state.get("backtracks", 0) >= cfg.max_backtracks:
+            return None
+        score = self.path_score(state.get("steps") or [])
+        if score is None or score >= cfg.threshold:
+            return None
+        branches = state.get("branches") or []
+        for bi in range(len(branches) - 1, -1, -1):
+            if self._untried(branches[bi], automatic=True):
+                return bi
+        return None
+
+    def _untried(self, branch: dict, automatic: bool = False) -> list[int]:
+        """Untried candidates above the floor; an automatic backtrack also keeps to the configured stages."""
+        cfg = self.backtrack_config
+        if automatic and cfg is not None and branch["stage"] not in cfg.stages:
+            return []
+        floor = cfg.min_prob if cfg else 0.0
+        return [
+            j for j, c in enumerate(branch["candidates"]) if j not in branch["tried"] and c["prob"] >= floor
+        ]
+
+    def backtrack(
+        self, state: AgentState, branch_index: int | None = None, reason: str | None = None
+    ) -> dict:
+        """Go back to a branch point and take its best untried candidate; the abandoned steps are kept."""
+        bi = self.backtrack_target(state) if branch_index is None else branch_index
+        if bi is None:
+            raise InputError("there is no branch point with an untried action to go back to")
+        branch = state["branches"][bi]
+        untried = self._untried(branch)
+        if not untried:
+            raise InputError(f"step {branch['step_index'] + 1} has no untried action left")
+        j = max(untried, key=lambda i: branch["candidates"][i]["prob"])
+        steps = state.get("steps") or []
+        cut = branch["step_index"]
+        score = self.path_score(steps)
+        if reason is None:
+            cfg = self.backtrack_config
+            reason = (
+                f"path score {score:.2f} ({cfg.aggregation} of step scores) fell below {cfg.threshold:.2f} "
+                f"after step {len(steps)} ({steps[-1]['stage']})"
+            )
+        r = branch["restore"]
+        event = {
+            "event": "backtrack",
+            "reason": reason,
+            "to_step": cut + 1,
+            "stage": branch["stage"],
+            "abandoned_steps": len(steps) - cut,
+            "path_score": score,
+            "now_trying": branch["candidates"][j]["text"],
+        }
+        _emit(event, "backtrack")
+        return {
+            "steps": {"truncate": cut, "add": []},
+            "branches": {"truncate": bi, "add": []},
+            "abandoned": [
+                {"from_step": cut + 1, "steps": steps[cut:], "path_score": score, "reason": reason}
+            ],
+            "trace": [event],
+            "retrieved": state["retrieved"][: r["n_retrieved"]],
+            "seen": state["seen"][: r["n_seen"]],
+            "evidence": state["evidence"][: r["n_evidence"]],
+            "hop": r["hop"],
+            "answer": r["answer"],
+            "status": r["status"],
+            "forced": {
+                "stage": branch["stage"],
+                "step_index": cut,
+                "index": j,
+                "candidates": branch["candidates"],
+                "tried": list(branch["tried"]) + [j],
+            },
+            "backtracks": state.get("backtracks", 0) + 1,
+        }
+
+    def finish(self, state: AgentState) -> dict:
+        """The answer: the path's own, unless it scores below the threshold and a better ending was found."""
+        cfg = self.backtrack_config
+        current = state.get("path_score")
+        if cfg is None or current is None or current >= cfg.threshold:
+            return {"selected_from": "path"}
+        endings = [e for e in state.get("finished") or [] if e.get("score") is not None]
+        best = max(endings, key=lambda e: e["score"], default=None)
+        if best is None or best["score"] <= current:
+            return {"selected_from": "path"}
+        return {
+            "answer": best["answer"],
+            "status": best["status"],
+            "path_score": best["score"],
+            "selected_from": "best ending found",
+        }
+
+    def run_node(self, node: str, state: dict) -> dict:
+        """Run one node on a plain state and return the new state (steps appended, as the graph does)."""
+        return apply_update(state, getattr(self, node)(state))
+
+
+def rollout(steps: AgentSteps, state: dict, max_nodes: int = 64) -> list[dict]:
+    """Run the agent from any intermediate state to the end, outside LangGraph (same node functions).
+
+    Returns the state after each node run, in order (the last is the final state; empty if `state` was
+    already final), so a caller can label every intermediate state without running anything twice.
+    """
+    states: list[dict] = []
+    node = next_node(state)
+    while node is not None:
+        if len(states) >= max_nodes:
+            raise RuntimeError(f"rollout did not finish within {max_nodes} nodes")
+        state = steps.run_node(node, state)
+        states.append(state)
+        node = next_node(state)
+    return states

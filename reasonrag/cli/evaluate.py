@@ -1,0 +1,73 @@
+"""`reasonrag eval`: answer a split and report EM, F1, recalls, hops, latency and PRM AUROC."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from reasonrag.cli.options import (
+    add_agent_options,
+    add_question_options,
+    build_agent_from_args,
+    run_inputs,
+    select_questions,
+)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reasonrag.evaluation.evaluate import evaluate
+
+    corpus, graph = build_agent_from_args(args)
+    questions = select_questions(args, corpus)
+    summary = evaluate(
+        graph,
+        questions,
+        max_hops=args.max_hops,
+        predictions=args.predictions,
+        progress=not args.no_progress,
+        inputs=run_inputs(args),
+    )
+    summary.update(corpus=corpus.name, split=args.split, max_hops=args.max_hops, k=args.k)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        rows = [
+            ("questions", summary["n"]),
+            ("EM", summary["em"]),
+            ("F1", summary["f1"]),
+            ("cover-EM", summary["cover_em"]),
+            ("retrieval recall (gold paragraphs)", summary["retrieval_recall"]),
+            ("evidence recall (supporting sentences)", summary["evidence_recall"]),
+            ("mean hops", summary["mean_hops"]),
+            ("latency p50 (s)", summary["latency_p50_s"]),
+            ("latency p95 (s)", summary["latency_p95_s"]),
+            ("peak memory (MB)", summary["peak_memory_mb"]),
+        ]
+        for stage, auc in (summary.get("prm_auroc") or {}).items():
+            rows.append((f"PRM AUROC vs gold evidence: {stage}", auc))
+        print(f"{corpus.name} / {args.split or 'all'}")
+        for name, value in rows:
+            print(f"  {name:<40} {'-' if value is None else value}")
+        if args.predictions:
+            print(f"  predictions written to {args.predictions}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Register `reasonrag eval`."""
+    p = sub.add_parser(
+        "eval",
+        help="answer a split and report EM, F1, recalls, hops and latency",
+        description="Answer the questions of a split and report EM, F1, cover-EM, gold-paragraph "
+        "recall of retrieval, supporting-sentence recall of extraction, mean hops and "
+        "p50/p95 latency.",
+    )
+    add_agent_options(p)
+    add_question_options(p, None, "train, dev or test (default: all questions)")
+    p.add_argument(
+        "--predictions", default=None, help="write per-question predictions and trajectories (JSONL)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)

