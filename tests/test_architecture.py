@@ -72,7 +72,9 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_every_module_sits_in_a_known_room():
-    loose = [m for m in _modules() if m.count(".") == 1 and _room(m) not in RANK and m != "reasonrag.__main__"]
+    loose = [
+        m for m in _modules() if m.count(".") == 1 and _room(m) not in RANK and m != "reasonrag.__main__"
+    ]
     assert not loose, f"modules outside the rooms: {loose}"
 
 
@@ -114,8 +116,6 @@ def test_no_import_cycles():
 
 def test_no_module_is_too_long_to_read_in_a_sitting():
     long = {
-        name: n
-        for name, path in _modules().items()
-        if (n := len(path.read_text().splitlines())) > MAX_LINES
+        name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines: {long}"

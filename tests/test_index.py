@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import reasonrag.retrieval.index as index_module
 
+import reasonrag.retrieval.index as index_module
 from reasonrag.data.corpus import Corpus
 from reasonrag.errors import EncoderUnavailableError, InvalidIndexError
 from reasonrag.retrieval import index_files
