@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 
 MANIFEST = "manifest.json"
+FORMAT = 1
+EMBEDDINGS = "embeddings.npy"
+FAISS_FILE = "faiss.index"
 
 
 def describe_encoder(fingerprint: dict[str, Any]) -> str:
@@ -111,7 +114,9 @@ class Checkpoint:
                     or sha256_of_file(path) != record.get("sha256")
                 ):
                     raise ValueError("not the chunk partial.json describes")
-                stored = np.load(path, allow_pickle=False)
+                stored = np.load(
+                    path, allow_pickle=False, mmap_mode="r"
+                )  # read when used: memory stays bounded
                 if stored.shape != (rows, dim) or str(stored.dtype) != dtype:
                     raise ValueError(f"shape {stored.shape} {stored.dtype}, expected ({rows}, {dim}) {dtype}")
             except (OSError, ValueError):
