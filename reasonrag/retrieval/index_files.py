@@ -12,7 +12,8 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,24 @@ FAISS_FILE = "faiss.index"
 def describe_encoder(fingerprint: dict[str, Any]) -> str:
     sha = fingerprint.get("sha256")
     return f"{fingerprint.get('name')!r}" + (f" sha256 {sha[:12]}" if sha else "")
+
+
+def default_cache_dir() -> Path:
+    """$REASONRAG_CACHE, else $XDG_CACHE_HOME/reasonrag, else ~/.cache/reasonrag."""
+    if os.environ.get("REASONRAG_CACHE"):
+        return Path(os.environ["REASONRAG_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "reasonrag"
+
+
+def cache_path(
+    corpus: Any, fingerprint: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where the cached index of `corpus` under an encoder lives."""
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = fingerprint.get("sha256") or hashlib.sha256(str(fingerprint.get("name")).encode()).hexdigest()
+    return base / "indexes" / f"{corpus.name}-{corpus.checksum()[:12]}-{key[:12]}"
 
 
 PARTIAL_SUFFIX = ".partial"
@@ -314,3 +333,31 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+@contextmanager
+def build_lock(target: Path) -> Iterator[bool]:
+    """Hold the build lock of the index at `target`; yields whether another build held it first.
+
+    Two processes building the same new index would share its work directory: the second waits for the
+    first instead (and then reuses its index, see `open_index`).
+    """
+    from filelock import FileLock, Timeout
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+        waited = False
+    except Timeout:
+        print(
+            f"reasonrag: another process is building the index at {target}; waiting for it",
+            file=sys.stderr,
+            flush=True,
+        )
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
