@@ -62,6 +62,7 @@ from reasonrag.retrieval.index_files import (
     backups,
     build_lock,
     cache_path,
+    default_cache_dir,  # noqa: F401 - re-exported: where indexes (and chat sessions) are cached
     describe_encoder,
     file_record,
     fsync_dir,
