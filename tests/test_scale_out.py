@@ -119,6 +119,58 @@ def test_without_ray_installed_ray_is_a_one_line_error(tmp_path, capsys, monkeyp
     assert err.startswith("reasonrag: error [MISSING_DEPENDENCY]") and 'pip install "reasonrag[ray]"' in err
 
 
+# --- eval --------------------------------------------------------------------------------------------
+
+
+def predictions(path: Path) -> list[dict]:
+    """The records of a predictions file by question id, timings dropped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        record = {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        record["steps"] = [{k: v for k, v in s.items() if k != "seconds"} for s in record["steps"]]
+        rows.append(record)
+    return sorted(rows, key=lambda r: r["id"])
+
+
+EVAL = [*TINY, "--split", "", "-k", "3", "--max-hops", "2", "--no-progress", "--json"]
+
+
+def test_eval_on_threads_answers_as_one_at_a_time_with_the_embedded_policy_and_prm(tmp_path, capsys):
+    """The embedded policy, reader and PRM are not thread-safe: behind the lock, 4 threads with cold
+    caches give exactly the one-at-a-time predictions (step scores included)."""
+    assert main(["eval", *EVAL, "--sample", "--seed", "3", "--predictions", str(tmp_path / "one.jsonl")]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    argv = ["eval", *EVAL, "--sample", "--seed", "3", "--predictions", str(tmp_path / "four.jsonl")]
+    assert main([*argv, "--concurrency", "4"]) == 0
+    four = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert predictions(tmp_path / "four.jsonl") == predictions(tmp_path / "one.jsonl")
+    assert all(s["score"] is not None for r in predictions(tmp_path / "one.jsonl") for s in r["steps"])
+    assert (four["n"], four["em"], four["f1"]) == (one["n"], one["em"], one["f1"]) and one["n"] == 4
+
+
+def test_eval_on_threads_keeps_several_model_requests_in_flight(tmp_path):
+    from llm_fakes import plain_agent, register_scripted
+
+    guard, inflight = threading.Lock(), {"now": 0, "most": 0}
+
+    def slow_server(stage: str, text: str, index: int) -> str:  # counts the requests it serves at once
+        with guard:
+            inflight["now"] += 1
+            inflight["most"] = max(inflight["most"], inflight["now"])
+        time.sleep(0.05)
+        with guard:
+            inflight["now"] -= 1
+        return plain_agent(stage, text, index)
+
+    register_scripted("inflight-test", slow_server)
+    argv = ["eval", *EVAL, "--llm", "inflight-test:plain", "--no-prm", "--policy-option", "n_candidates=1"]
+    assert main([*argv, "--predictions", str(tmp_path / "one.jsonl")]) == 0
+    assert inflight["most"] == 1
+    assert main([*argv, "--predictions", str(tmp_path / "four.jsonl"), "--concurrency", "4"]) == 0
+    assert inflight["most"] >= 2, "questions must wait on the model together, not in turn"
+    assert predictions(tmp_path / "four.jsonl") == predictions(tmp_path / "one.jsonl")
+
+
 # --- Ray ---------------------------------------------------------------------------------------------
 
 
@@ -141,3 +193,38 @@ def test_label_on_ray_writes_the_lines_of_a_local_run(ray_cluster, tmp_path, cap
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["questions_new"] == 0 and summary["questions_resumed"] == 2
     assert lines(out) == lines(tmp_path / "local.jsonl")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """A Ray worker runs torch on its one CPU's thread; float32 sums over 1 or 2 threads group differently
+    (PRM scores then differ in the 8th digit), so the local run to compare with runs on one thread too."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_eval_on_ray_answers_as_a_local_run(ray_cluster, tmp_path, capsys, one_torch_thread):
+    argv = ["eval", *EVAL, "--sample", "--seed", "5"]
+    assert main([*argv, "--predictions", str(tmp_path / "local.jsonl")]) == 0
+    local = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*argv, "--predictions", str(tmp_path / "ray.jsonl"), "--ray", "--workers", "2"]) == 0
+    on_ray = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert predictions(tmp_path / "ray.jsonl") == predictions(tmp_path / "local.jsonl")
+    assert (on_ray["n"], on_ray["em"], on_ray["prm_auroc"]) == (local["n"], local["em"], local["prm_auroc"])
+
+
+def test_a_worker_that_dies_is_reported_as_its_own_one_line_error():
+    from reasonrag.errors import ModelError
+    from reasonrag.parallel.ray_pool import worker_error
+
+    report = (
+        "The actor died because of an error raised in its creation task\nTraceback (most recent call last):\n"
+    )
+    err = worker_error(report + "reasonrag.errors.ModelError: no reader in /x (expected manifest.json)")
+    assert isinstance(err, ModelError) and str(err) == "no reader in /x (expected manifest.json)"
+    other = worker_error(report + "ValueError: something else")
+    assert other.code == "RAY_WORKER" and "ValueError: something else" in str(other)

@@ -187,8 +187,11 @@ def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
     return json.loads(json.dumps(setting, default=str))
 
 
-def build_agent_from_args(args: argparse.Namespace, corpus=None):
-    """The corpus (loaded unless given) and the compiled agent the options describe."""
+def build_agent_from_args(args: argparse.Namespace, corpus=None, *, concurrent: bool = False):
+    """The corpus (loaded unless given) and the compiled agent the options describe.
+
+    `concurrent`: the agent will run many questions at once on threads, so the retriever, policy and PRM
+    that are not thread-safe go behind one shared lock (they share the encoder and its tokenizer)."""
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
 
@@ -196,6 +199,13 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None):
     retriever = make_retriever(args, corpus)
     policy = make_policy(args)
     prm = load_agent_prm(args)
+    if concurrent:
+        import threading
+
+        from reasonrag.parallel.threads import locked
+
+        lock = threading.RLock()
+        retriever, policy, prm = (locked(x, lock) for x in (retriever, policy, prm))
     backtrack = None
     want_backtrack = args.backtrack if args.backtrack is not None else (prm is not None and DEFAULT_BACKTRACK)
     if want_backtrack:

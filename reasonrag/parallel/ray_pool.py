@@ -3,7 +3,9 @@
 `--ray` starts a local cluster (this machine's cores); `--ray-address ADDR` joins a running one
 (`ray start --head` on one machine, `ray start --address ...` on the others). Every actor builds its
 worker once with `make_worker()` (a picklable function: it loads the corpus and the models itself), then
-takes items one at a time; results come back as they finish. Ray is the optional extra `reasonrag[ray]`
+takes items one at a time; results come back as they finish. An actor runs torch on as many threads as it
+has CPUs (one by default): float32 results then equal those of a local run on that many threads
+(`OMP_NUM_THREADS=1`) to the bit, and differ from a run on more threads in the last digits only. Ray is the optional extra `reasonrag[ray]`
 and is imported only here, when asked for.
 """
 
@@ -68,6 +70,23 @@ def start(options: RayOptions) -> Any:
     return ray
 
 
+def worker_error(message: str) -> Exception:
+    """The error a worker died of, from Ray's report of it: our own error (same class, same one line) when it
+    was one, else a ReasonRAGError quoting the report's last line."""
+    import re
+
+    from reasonrag import errors
+
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in reversed(lines):
+        found = re.match(r"^reasonrag\.errors\.(\w+): (.*)$", line)
+        cls = getattr(errors, found.group(1), None) if found else None
+        if isinstance(cls, type) and issubclass(cls, errors.ReasonRAGError):
+            return cls(found.group(2))
+    last = lines[-1] if lines else "no reason given"
+    return errors.ReasonRAGError(f"a Ray worker died: {last[:300]}", code="RAY_WORKER")
+
+
 def planned_workers(options: RayOptions, n_items: int) -> int:
     """How many actors `map_unordered` starts for `n_items` items: `workers`, else one per cluster CPU."""
     ray = start(options)
@@ -91,7 +110,13 @@ def map_unordered(
 
     @ray.remote(num_cpus=options.cpus_per_worker, max_restarts=0)
     class Worker:
-        def __init__(self, factory: Callable[[], Any]) -> None:
+        def __init__(self, factory: Callable[[], Any], threads: int) -> None:
+            try:  # torch on the worker's own CPUs only (as Ray's OMP_NUM_THREADS asks), said explicitly
+                import torch
+
+                torch.set_num_threads(threads)
+            except ImportError:
+                pass
             self.worker = factory()
 
         def run(self, fn: Callable[[Any, Any], Any], position: int, item: Any) -> tuple[int, Any]:
@@ -99,18 +124,21 @@ def map_unordered(
 
     from ray.util import ActorPool
 
-    actors = [Worker.remote(make_worker) for _ in range(n)]
+    threads = max(1, int(options.cpus_per_worker))
+    actors = [Worker.remote(make_worker, threads) for _ in range(n)]
     pool = ActorPool(actors)
     try:
         for position, result in pool.map_unordered(
             lambda actor, job: actor.run.remote(work, *job), list(enumerate(items))
         ):
             yield items[position], result
-    except ray.exceptions.RayTaskError as exc:
+    except ray.exceptions.RayTaskError as exc:  # an item failed: its own error, as if it ran here
         cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
         if cause is not None:
             raise cause from None
         raise
+    except ray.exceptions.RayActorError as exc:  # a worker could not start (a missing model, say)
+        raise worker_error(str(getattr(exc, "error_msg", "") or exc)) from None
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -421,15 +421,16 @@ def label_one(worker: LabelWorker, q: Question) -> tuple[list[dict], dict[str, i
 
 def thread_worker_factory(labeler: Labeler, judge: Any = None, corpus: str = "") -> Callable[[], LabelWorker]:
     """Workers for `concurrency` threads: each its own Labeler (and stats), all sharing one policy and one
-    search cache, with a lock around whatever is not thread-safe (`reasonrag.parallel.threads.locked`)."""
+    search cache, with one lock around whatever is not thread-safe (`reasonrag.parallel.threads.locked`)."""
     steps = labeler.steps
-    policy = locked(steps.policy)
-    scorer = locked(steps.scorer)
+    lock = threading.RLock()  # one for all: the retriever, reader and PRM may share an encoder's tokenizer
+    policy = locked(steps.policy, lock)
+    scorer = locked(steps.scorer, lock)
     search = steps.search
     if isinstance(search, CachedSearch):
-        search.search_backend = locked(search.search_backend)
+        search.search_backend = locked(search.search_backend, lock)
     else:
-        search = locked(search)
+        search = locked(search, lock)
 
     def make() -> LabelWorker:
         fresh = AgentSteps(
