@@ -16,7 +16,7 @@ from reasonrag.parallel.threads import Locked, locked, map_unordered
 
 DATA = Path(__file__).parent / "data"
 TINY = ["--corpus", str(DATA / "tiny_corpus.jsonl"), "--questions", str(DATA / "tiny_questions.jsonl")]
-LABEL = [*TINY, "-k", "3", "--max-hops", "2", "--trajectories", "2", "--completions", "1", "--no-progress"]
+LABEL = [*TINY, "-k", "3", "--max-hops", "1", "--trajectories", "2", "--completions", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -132,7 +132,7 @@ def predictions(path: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["id"])
 
 
-EVAL = [*TINY, "--split", "", "-k", "3", "--max-hops", "2", "--no-progress", "--json"]
+EVAL = [*TINY, "--split", "", "-k", "3", "--max-hops", "1", "--no-progress", "--json"]
 
 
 def test_eval_on_threads_answers_as_one_at_a_time_with_the_embedded_policy_and_prm(tmp_path, capsys):
@@ -182,6 +182,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.slow  # eval on Ray runs the same pool in the default suite; this one adds the labels file
 def test_label_on_ray_writes_the_lines_of_a_local_run(ray_cluster, tmp_path, capsys):
     assert main(["label", *LABEL, "--split", "dev", "--out", str(tmp_path / "local.jsonl")]) == 0
     out = tmp_path / "ray.jsonl"
