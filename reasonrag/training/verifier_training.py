@@ -194,14 +194,13 @@ def explore(
     return out
 
 
-def build_examples(
-    pairs: list[tuple[Question, list[Passage]]], policy: Any, config: VerifierTrainingConfig, desc: str
-) -> list[dict]:
+def build_examples(pairs: list[tuple], policy: Any, config: VerifierTrainingConfig, desc: str) -> list[dict]:
+    """`pairs` are (question, its passages, the corpus search or None)."""
     from tqdm import tqdm
 
     out: list[dict] = []
-    for q, passages in tqdm(pairs, desc=desc, unit="q", file=sys.stderr):
-        out.extend(explore(q, passages, policy, config))
+    for q, passages, search in tqdm(pairs, desc=desc, unit="q", file=sys.stderr):
+        out.extend(explore(q, passages, policy, config, search))
     return out
 
 
