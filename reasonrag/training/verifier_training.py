@@ -110,6 +110,37 @@ def _retrieve_step(query: str, hits: list[Any]) -> dict:
     return {"stage": "retrieve", "hop": 0, "action": query, "prob": 1.0, "observation": obs}
 
 
+def continue_examples(question: Question, extract_examples: list[dict]) -> list[dict]:
+    """ "Answer now or hop again" as a labeled step: after each evidence set, another hop is right exactly
+    when the evidence still lacks a gold supporting fact (the evidence does not suffice yet)."""
+    facts = {(pid, int(i)) for pid, i in question.metadata.get("supporting_facts") or []}
+    out = []
+    for e in extract_examples:
+        kept = {
+            (o["passage_id"], int(o["sentence_index"]))
+            for s in e["steps"]
+            if s["stage"] == "extract"
+            for o in s["observation"]
+        }
+        step = {
+            "stage": "synthesize",
+            "hop": 0,
+            "action": "(another hop)",
+            "prob": 1.0,
+            "observation": "another hop",
+        }
+        out.append(
+            {
+                "question": question.question,
+                "steps": e["steps"] + [step],
+                "label": int(not facts <= kept),
+                "stage": "synthesize",
+                "kind": "continue",
+            }
+        )
+    return out
+
+
 def explore(
     question: Question,
     passages: Sequence[Passage],
@@ -181,6 +212,7 @@ def explore(
                 "observation": obs or "not enough evidence",
             }
             add(path + [step], "synthesize", labels([step], question)[0])
+    out.extend(continue_examples(question, [e for e in out if e["stage"] == "extract"]))
     if search is not None:
         hits = search.search(question.question, k=config.k)
         step = _retrieve_step(question.question, hits)
