@@ -13,6 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from reasonrag.agent.nodes import AgentSteps, BacktrackConfig
 from reasonrag.agent.state import MAX_BACKTRACKS_BOUND, AgentState, StepScorer, recursion_limit
+from reasonrag.data.types import STAGES
 from reasonrag.errors import InputError
 from reasonrag.policies.base import Policy
 
@@ -34,6 +35,7 @@ def build_agent(
     encoder: str | None = None,
     critic: int = 0,
     beam: int = 0,
+    critic_stages: tuple[str, ...] | None = None,
 ):
     """Build and compile the agent graph.
 
@@ -73,6 +75,7 @@ def build_agent(
         backtrack=backtrack or None,
         critic=critic,
         batch_scorer=batch_scorer,
+        critic_stages=critic_stages,
     )
     if beam > 1:
         from reasonrag.agent.beam import beam_graph
@@ -142,6 +145,7 @@ def agent_steps(
     backtrack: BacktrackConfig | None = None,
     critic: int = 0,
     batch_scorer: Any = None,
+    critic_stages: tuple[str, ...] | None = None,
 ) -> AgentSteps:
     """The node functions `build_agent` compiles, with the same defaults (for rollouts outside the graph)."""
     from reasonrag.retrieval.retriever import as_search_backend
@@ -170,6 +174,7 @@ def agent_steps(
         backtrack=backtrack,
         critic=critic,
         batch_scorer=batch_scorer,
+        critic_stages=tuple(critic_stages or STAGES),
     )
 
 

@@ -146,6 +146,7 @@ class AgentSteps:
         backtrack: BacktrackConfig | None = None,
         critic: int = 0,
         batch_scorer: BatchScorer | None = None,
+        critic_stages: tuple[str, ...] = STAGES,
     ) -> None:
         self.search, self.policy, self.max_hops, self.k, self.scorer = search, policy, max_hops, k, scorer
         self.backtrack_config = backtrack if scorer is not None else None
@@ -154,6 +155,9 @@ class AgentSteps:
         if critic > 1 and scorer is None and batch_scorer is None:
             raise InputError("the critic needs step scores: pass a prm (or scorer)")
         self.critic = int(critic)
+        self.critic_stages = tuple(critic_stages)
+        if not set(self.critic_stages) <= set(STAGES):
+            raise InputError(f"critic stages must be some of {', '.join(STAGES)}; got {critic_stages}")
         self.batch_scorer = batch_scorer or (
             (lambda state, steps: [float(scorer(state, s)) for s in steps]) if scorer is not None else None
         )
@@ -244,7 +248,7 @@ class AgentSteps:
     def _node(self, state: dict, stage: str) -> dict:
         t0 = time.perf_counter()
         cands, idx, tried, forced = self._pick(state, stage)
-        if self.critic > 1 and not forced and len(cands) > 1:
+        if self.critic > 1 and stage in self.critic_stages and not forced and len(cands) > 1:
             options = self.expand(state, stage, self.critic, cands)
             scores = self.batch_scorer(state, [o["step"] for o in options])
             self.prm_calls += len(options)

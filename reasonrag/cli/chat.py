@@ -116,6 +116,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         scorer=step_scorer(prm) if prm is not None else None,
         backtrack=backtrack,
         critic=args.critic,
+        critic_stages=tuple(args.critic_stages),
         batch_scorer=(lambda state, steps: score_candidates(prm, state, steps)) if prm is not None else None,
     )
     db = Path(args.db) if args.db else default_cache_dir() / "chat.sqlite"

@@ -98,6 +98,13 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         "PRM scores highest (default: 0, off)",
     )
     g.add_argument(
+        "--critic-stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=STAGES,
+        help="stages the critic chooses in (default: all three; synthesize alone re-ranks the answers)",
+    )
+    g.add_argument(
         "--beam",
         type=int,
         default=0,
@@ -180,6 +187,7 @@ def build_agent_from_args(args: argparse.Namespace):
         select=args.select,
         critic=args.critic,
         beam=args.beam,
+        critic_stages=tuple(args.critic_stages),
         alpha=args.alpha,
     )
     return corpus, graph
