@@ -135,3 +135,14 @@ def test_weighted_vote_lets_a_few_strong_paths_beat_many_weak_ones():
     assert samples[select_sample(samples, "weighted")]["answer"] == "Lyon"
     samples[2]["min"] = 0.15  # one path only a little stronger than each of the two: the two win
     assert samples[select_sample(samples, "weighted")]["answer"] == "Paris"
+
+
+def test_answer_now_or_hop_again_is_a_scored_step_the_critic_decides(parts):
+    retriever, policy = parts
+    # the policy would hop again (min_hops 2); a judge that finds the evidence sufficient stops at hop 1
+    sufficient = lambda state, step: 0.1 if step["observation"] == "another hop" else 0.8  # noqa: E731
+    graph = build_agent(retriever=retriever, policy=policy, max_hops=3, k=3, scorer=sufficient, critic=4)
+    state = run_agent(graph, Q, max_hops=3)
+    assert sum(s["stage"] == "retrieve" for s in state["steps"]) == 1 and state["status"] == "answered"
+    decision = state["steps"][2]["critic"]
+    assert any(c["text"] == "(another hop)" and c["score"] == 0.1 for c in decision)
