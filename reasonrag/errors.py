@@ -84,3 +84,9 @@ class LLMUnavailableError(ReasonRAGError):
     """A language model cannot be loaded or reached: a missing package, key, server or model."""
 
     code = "LLM_UNAVAILABLE"
+
+
+class PredictionsError(ReasonRAGError):
+    """An eval predictions file is not ours or was made with another setting; names the file and line."""
+
+    code = "INVALID_PREDICTIONS"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any
 
@@ -150,14 +151,24 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         help="score steps with an LLM judge (provider:model) instead of a trained PRM; in `label`, grade "
         "every labeled step with it beside the MC values",
     )
+    # Every option of this group decides the answers: `agent_setting` records them all (resumable runs).
+    p.set_defaults(agent_options=[action.dest for action in g._group_actions])
 
 
-def build_agent_from_args(args: argparse.Namespace):
+def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
+    """What decides the agent's answers: the corpus (name and checksum) and every agent option, as JSON."""
+    setting = {dest: getattr(args, dest, None) for dest in getattr(args, "agent_options", [])}
+    setting.update(corpus=corpus.name, corpus_checksum=corpus.checksum())
+    return json.loads(json.dumps(setting, default=str))
+
+
+def build_agent_from_args(args: argparse.Namespace, corpus=None):
+    """The corpus (loaded unless given) and the compiled agent the options describe."""
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
 
     check_search_options(args)
-    corpus = Corpus.load(args.corpus)
+    corpus = corpus if corpus is not None else Corpus.load(args.corpus)
     retriever = make_retriever(args, corpus)
     policy = make_policy(args)
     prm = load_agent_prm(args)
