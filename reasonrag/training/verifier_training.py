@@ -41,7 +41,7 @@ class VerifierTrainingConfig:
     epochs: int = 2
     lr: float = 4e-5
     head_lr: float = 1e-3
-    batch_size: int = 32
+    batch_size: int = 16
     expand: int = 4  # candidates executed per stage
     answers: int = 6  # candidate answers labeled per answer state
     k: int = 5  # passages per search
@@ -338,6 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="training questions per source")
     ap.add_argument("--dev-limit", type=int, default=100, help="dev questions per corpus")
     ap.add_argument("--train-layers", type=int, default=3)
+    ap.add_argument("--max-length", type=int, default=192, help="tokens per question-step pair")
+    ap.add_argument(
+        "--max-examples", type=int, default=None, help="train on a seeded sample of this many steps"
+    )
+    ap.add_argument(
+        "--max-dev-examples", type=int, default=None, help="choose on a seeded sample of dev steps"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     for path in args.extra:
@@ -374,11 +381,15 @@ def main(argv: list[str] | None = None) -> int:
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(data))
+    sample = random.Random(config.seed)
+    for part, most in (("train", args.max_examples), ("dev", args.max_dev_examples)):
+        if most is not None and len(data[part]) > most:
+            data[part] = sample.sample(data[part], most)
     for part in ("train", "dev"):
         counts = {s: sum(1 for e in data[part] if e["stage"] == s) for s in STAGES}
         pos = {s: sum(e["label"] for e in data[part] if e["stage"] == s) for s in STAGES}
         print(f"{part}: {len(data[part])} labeled steps {counts}, positive {pos}", file=sys.stderr)
-    prm = CrossEncoderPRM(CrossEncoderPRMConfig(train_layers=args.train_layers))
+    prm = CrossEncoderPRM(CrossEncoderPRMConfig(train_layers=args.train_layers, max_length=args.max_length))
     command = "python -m reasonrag.training.verifier_training " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
