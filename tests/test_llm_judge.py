@@ -10,7 +10,7 @@ from llm_fakes import ScriptedChatModel, harbor_lights_agent
 
 from reasonrag.agent.nodes import AgentSteps
 from reasonrag.data.corpus import Corpus, load_questions
-from reasonrag.errors import InputError, LLMOutputError, ModelError
+from reasonrag.errors import LLMOutputError, ModelError
 from reasonrag.policies.chat_model import ChatPolicy, ChatPolicyConfig
 from reasonrag.prm.base import step_scorer
 from reasonrag.prm.judge import CRITERIA, LLMJudgePRM, llm_judge
@@ -107,7 +107,7 @@ def test_only_a_judge_named_by_a_spec_saves(tmp_path):
     prm, _ = judge()
     with pytest.raises(ModelError, match="spec"):
         prm.save(tmp_path / "judge")
-    with pytest.raises(InputError, match="chat model"):
+    with pytest.raises(ModelError, match="no model directory"):
         llm_judge("hf:/some/dir")
 
 

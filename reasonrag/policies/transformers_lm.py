@@ -21,7 +21,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,6 +31,7 @@ import torch
 
 from reasonrag.data.files import staged_directory, write_json
 from reasonrag.errors import InputError, LLMOutputError, LLMUnavailableError, ModelError
+from reasonrag.llm.local import chat_prompt
 from reasonrag.llm.tags import one_line
 from reasonrag.policies.base import ANOTHER_HOP, NOT_ENOUGH, Candidate
 from reasonrag.policies.chat_model import (
@@ -162,19 +162,15 @@ class TransformersPolicy(ViewPolicy):
         dtype: Any = "auto",
         **options: Any,
     ) -> TransformersPolicy:
-        """A local model directory (ours, with a manifest, or any causal LM) or a hub name you chose.
-
-        Only a hub name downloads; a directory loads with `local_files_only`. `options` set config fields.
+        """A local model directory (ours, with a manifest, or any causal LM), a GGUF file, or a hub name you
+        chose. Only a hub name downloads. `options` set config fields.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from reasonrag.llm.local import gguf_path, load_causal_lm
 
         text = str(name_or_path)
         path = Path(text).expanduser()
-        local = path.is_dir()
-        if not local and (text.startswith((os.sep, ".", "~")) or path.exists()):
-            raise ModelError(f"no model directory at {text}")
         manifest: dict[str, Any] = {}
-        if local and (path / "manifest.json").is_file():
+        if path.is_dir() and (path / "manifest.json").is_file():
             try:
                 manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -190,15 +186,10 @@ class TransformersPolicy(ViewPolicy):
             config = TransformersPolicyConfig(**{**saved, **options})
         elif options:
             config = replace(config, **options)
-        where = str(path) if local else text
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local)
-            model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local, dtype=dtype)
-        except Exception as exc:  # a load boundary: any failure means no usable model there
-            how = "" if local else " (a hub name downloads: is the network up and the name right?)"
-            raise LLMUnavailableError(
-                f"cannot load a causal LM from {text!r}{how}: {one_line(f'{type(exc).__name__}: {exc}', 300)}"
-            ) from None
+        model, tokenizer = load_causal_lm(text, dtype=dtype)
+        gguf = gguf_path(text)
+        if gguf is not None:
+            text = gguf.name
         policy = cls(model, tokenizer, config, name=manifest.get("base") or text)
         policy.info = {k: v for k, v in manifest.items() if k not in ("kind", "format", "config", "base")}
         return policy
@@ -262,16 +253,7 @@ class TransformersPolicy(ViewPolicy):
         """The stage's messages through the chat template (or a plain prompt), ending with the primer."""
         cfg = self.config
         messages = stage_messages(view, max_evidence=cfg.max_evidence, max_chars=cfg.max_sentence_chars)
-        if getattr(self.tokenizer, "chat_template", None):
-            chat = [{"role": role, "content": text} for role, text in messages]
-            try:
-                text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            except Exception:  # noqa: BLE001 - some templates refuse a system turn: fold it into the user's
-                merged = [{"role": "user", "content": messages[0][1] + "\n\n" + messages[1][1]}]
-                text = self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-        else:
-            text = f"{messages[0][1]}\n\n{messages[1][1]}\n\nReply:\n"
-        return text + PRIMERS[view.stage]
+        return chat_prompt(self.tokenizer, messages) + PRIMERS[view.stage]
 
     def prompt_ids(self, view: StageView) -> list[int]:
         ids = list(self.tokenizer(self.prompt_text(view), add_special_tokens=False)["input_ids"])
