@@ -3,7 +3,8 @@
 The prompts, the tags and the candidate building are the chat policy's (`reasonrag.policies.chat_model`): the
 tokenizer's chat template renders them when it has one, else a plain prompt does. The reply is primed
 with the stage's opening tag where only one tag is right (`<query>` to retrieve, `<evidence>` to
-extract), which keeps even a small model on format. `n_candidates` completions are sampled in one
+extract), which keeps even a small model on format; a synthesize reply that is still prose at the last
+retry round gets `<answer>` primed, so it ends in an answer rather than in an error. `n_candidates` completions are sampled in one
 batched `generate`; each distinct completion's log-probability (the sum of its token log-probs, under the
 model at temperature 1) weighs the action it decides, so a candidate's probability is the model's own.
 
@@ -48,6 +49,7 @@ from reasonrag.policies.chat_model import (
 from reasonrag.policies.trainable import Decision
 
 KIND = "reasonrag-transformers-policy"
+ANSWER_PRIMER = "<answer>"
 FORMAT = 1
 
 
@@ -249,14 +251,14 @@ class TransformersPolicy(ViewPolicy):
         return ref
 
     # -- prompts ------------------------------------------------------------------------------------------
-    def prompt_text(self, view: StageView) -> str:
+    def prompt_text(self, view: StageView, primer: str | None = None) -> str:
         """The stage's messages through the chat template (or a plain prompt), ending with the primer."""
         cfg = self.config
         messages = stage_messages(view, max_evidence=cfg.max_evidence, max_chars=cfg.max_sentence_chars)
-        return chat_prompt(self.tokenizer, messages) + PRIMERS[view.stage]
+        return chat_prompt(self.tokenizer, messages) + (PRIMERS[view.stage] if primer is None else primer)
 
-    def prompt_ids(self, view: StageView) -> list[int]:
-        ids = list(self.tokenizer(self.prompt_text(view), add_special_tokens=False)["input_ids"])
+    def prompt_ids(self, view: StageView, primer: str | None = None) -> list[int]:
+        ids = list(self.tokenizer(self.prompt_text(view, primer), add_special_tokens=False)["input_ids"])
         bos = self.tokenizer.bos_token_id
         if bos is not None and not getattr(self.tokenizer, "chat_template", None) and ids[:1] != [bos]:
             ids = [bos] + ids
@@ -344,11 +346,17 @@ class TransformersPolicy(ViewPolicy):
         last_text, last_error = "", None
         outcomes: list[tuple[Any, float]] = []
         for attempt in range(cfg.max_retries + 1):
-            completions = self._sample(prompt, attempt)
+            primer, asked = PRIMERS[view.stage], prompt
+            if attempt == cfg.max_retries and attempt > 0 and view.stage == "synthesize":
+                # The last round of a model that wrote no tag (small models answer in prose): prime the
+                # answer tag, so the round ends in an answer rather than in no candidate at all.
+                primer = ANSWER_PRIMER
+                asked = self.prompt_ids(view, primer)
+            completions = self._sample(asked, attempt)
             with torch.no_grad():
-                logps = self.sequence_logprobs([prompt] * len(completions), completions).tolist()
+                logps = self.sequence_logprobs([asked] * len(completions), completions).tolist()
             for ids, lp in zip(completions, logps):
-                text = PRIMERS[view.stage] + self.tokenizer.decode(ids, skip_special_tokens=True)
+                text = primer + self.tokenizer.decode(ids, skip_special_tokens=True)
                 try:
                     outcomes.append((parse_reply(view, text, cfg.max_evidence), lp))
                 except LLMOutputError as exc:
