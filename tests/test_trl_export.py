@@ -132,12 +132,18 @@ def test_standard_style_is_the_transformers_policys_prompt_and_completion():
     )
 
 
-def test_export_writes_loadable_files_the_same_for_the_same_labels(tmp_path):
-    datasets = pytest.importorskip("datasets")
+def test_export_writes_the_same_files_for_the_same_labels(tmp_path):
     first = export_labels(RECORDS[:2], tmp_path / "a", "trl-dpo")
     export_labels(RECORDS[:2], tmp_path / "b", "trl-dpo")
     assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
     assert first["rows"] == 2 and first["by_pair"] == {"sibling": 1, "answer": 1}
+
+
+def test_exported_files_load_with_datasets(tmp_path):
+    datasets = pytest.importorskip(
+        "datasets", reason="datasets is not installed (pip install 'reasonrag[trl]')"
+    )
+    export_labels(RECORDS[:2], tmp_path / "a", "trl-dpo")
     ds = datasets.load_dataset("json", data_files=str(tmp_path / "a" / "train.jsonl"), split="train")
     assert {"prompt", "chosen", "rejected"} <= set(ds.column_names) and len(ds) == 2
     prm = export_labels(RECORDS, tmp_path / "p", "trl-prm")

@@ -94,6 +94,22 @@ def _gguf_bar_quiet(active: bool) -> Iterator[None]:
         gguf_utils.tqdm = bar
 
 
+def expectation(spelled: dict[int, list[int]], p1: Any, p2: dict[int, Any], numbers: Sequence[int]) -> float:
+    """The mean number under next-token probabilities `p1` (and `p2[t]`, those after a first token `t` that
+    can start a two-token number), renormalised over `numbers`."""
+    mass = {}
+    for n, t in spelled.items():
+        if len(t) == 2:
+            mass[n] = float(p1[t[0]]) * float(p2[t[0]][t[1]])
+        elif t[0] in p2:  # "1" alone: the share of "1" not followed by the digit that makes "10"
+            longer = sum(float(p2[t[0]][u[1]]) for u in spelled.values() if len(u) == 2 and u[0] == t[0])
+            mass[n] = float(p1[t[0]]) * (1 - longer)
+        else:
+            mass[n] = float(p1[t[0]])
+    total = sum(mass.values())
+    return sum(n * m for n, m in mass.items()) / total if total > 0 else float(numbers[0])
+
+
 def chat_prompt(tokenizer: Any, messages: Sequence[tuple[str, str]]) -> str:
     """Messages through the tokenizer's chat template (a system turn folded in where refused), or a plain
     prompt for a model without one; the reply starts right after."""
@@ -217,19 +233,7 @@ class LocalChatModel:
                         **keep,
                     )
                     p2[tok] = torch.softmax(step.logits[0, -1].float(), dim=-1)
-                mass = {}
-                for n, t in spelled.items():
-                    if len(t) == 2:
-                        mass[n] = p1[t[0]] * p2[t[0]][t[1]]
-                    elif t[0] in p2:  # "1" alone: the share of "1" not followed by a digit that makes "10"
-                        longer = sum(p2[t[0]][u[1]] for u in spelled.values() if len(u) == 2 and u[0] == t[0])
-                        mass[n] = p1[t[0]] * (1 - longer)
-                    else:
-                        mass[n] = p1[t[0]]
-                total = float(sum(mass.values()))
-                out.append(
-                    sum(n * float(m) for n, m in mass.items()) / total if total > 0 else float(numbers[0])
-                )
+                out.append(expectation(spelled, p1, p2, numbers))
         return out
 
     def batch(self, convos: Sequence[Any], config: Any = None) -> list[str]:
@@ -305,6 +309,44 @@ class LlamaCppChatModel:
 
     def invoke(self, convo: Any, config: Any = None) -> str:
         return self.batch([convo], config)[0]
+
+    def _next_probs(self, prompt: str) -> Any:
+        """The next-token distribution after `prompt` (reusing the cached prefix of the last prompt read)."""
+        import llama_cpp
+        import numpy as np
+
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        seen = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        common = 0
+        while common < min(len(seen), len(tokens) - 1) and seen[common] == tokens[common]:
+            common += 1
+        self.llm.n_tokens = common
+        self.llm.eval(tokens[common:])
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(self.llm.n_vocab(),)
+        ).astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        return probs / probs.sum()
+
+    def expected_number(
+        self, convos: Sequence[Any], prefix: str, numbers: Sequence[int] = tuple(range(11))
+    ) -> list[float]:
+        """As `LocalChatModel.expected_number`, from llama.cpp's own next-token probabilities."""
+        spelled = {n: self.llm.tokenize(str(n).encode(), add_bos=False, special=False) for n in numbers}
+        if any(not ids or len(ids) > 2 for ids in spelled.values()):
+            raise ModelError(f"{self.model_name}: cannot read numbers of more than two tokens as grades")
+        out = []
+        with self._lock:
+            for convo in convos:
+                prompt = chat_prompt(self.tokenizer, _conversation(convo)) + prefix
+                p1 = self._next_probs(prompt)
+                p2 = {
+                    ids[0]: self._next_probs(prompt + self.llm.detokenize([ids[0]]).decode("utf-8"))
+                    for ids in spelled.values()
+                    if len(ids) == 2
+                }
+                out.append(expectation(spelled, p1, p2, numbers))
+        return out
 
     def batch(self, convos: Sequence[Any], config: Any = None) -> list[str]:
         out = []

@@ -150,7 +150,9 @@ class TransformersPolicy(ViewPolicy):
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self._eos_ids[0] if self._eos_ids else 0)
         base = model.get_base_model() if _is_peft(model) else model
-        self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        params = inspect.signature(base.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        self._cache_name = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
         self._cache: OrderedDict[tuple, list[Candidate]] = OrderedDict()
         self.model.eval()
 
@@ -352,10 +354,7 @@ class TransformersPolicy(ViewPolicy):
                 # answer tag, so the round ends in an answer rather than in no candidate at all.
                 primer = ANSWER_PRIMER
                 asked = self.prompt_ids(view, primer)
-            completions = self._sample(asked, attempt)
-            with torch.no_grad():
-                logps = self.sequence_logprobs([asked] * len(completions), completions).tolist()
-            for ids, lp in zip(completions, logps):
+            for ids, lp in self._sample_scored(asked, attempt):
                 text = primer + self.tokenizer.decode(ids, skip_special_tokens=True)
                 try:
                     outcomes.append((parse_reply(view, text, cfg.max_evidence), lp))
@@ -377,6 +376,11 @@ class TransformersPolicy(ViewPolicy):
 
     def _sample(self, prompt: list[int], attempt: int) -> list[list[int]]:
         """Distinct completions (token ids, eos included) of one batched generate, seeded by the prompt."""
+        return [ids for ids, _ in self._sample_scored(prompt, attempt)]
+
+    def _sample_scored(self, prompt: list[int], attempt: int) -> list[tuple[list[int], float]]:
+        """Distinct completions of one batched generate, seeded by the prompt, each with its summed token
+        log-probs under the model at temperature 1 (read from generate's raw logits: no second pass)."""
         cfg = self.config
         digest = hashlib.sha256(f"{cfg.seed}|{attempt}|{prompt}".encode()).digest()
         seed = int.from_bytes(digest[:8], "big") % (2**63)
@@ -389,15 +393,33 @@ class TransformersPolicy(ViewPolicy):
             num_return_sequences=cfg.n_candidates if sample else 1,
             pad_token_id=self._pad_id,
             eos_token_id=self._eos_ids or None,
+            return_dict_in_generate=True,
+            output_logits=True,
         )
         if sample:
             options.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+        n = options["num_return_sequences"]
         devices = [device] if device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
+            if n > 1 and len(prompt) > 1:
+                # Read the prompt once and give each of the n samples a copy of its cache: generate would
+                # otherwise read it n times, which is most of the cost of a long prompt on a CPU.
+                cache = getattr(self.model(input_ids=ids[:, :-1], use_cache=True), self._cache_name)
+                cache.batch_repeat_interleave(n)
+                ids = ids.repeat(n, 1)
+                options.update(num_return_sequences=1, **{self._cache_name: cache})
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
-        seen: dict[tuple[int, ...], None] = {}
-        for row in out[:, len(prompt) :].tolist():
+            new = out.sequences[:, len(prompt) :]
+            token_logps = torch.stack(
+                [
+                    torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1]).squeeze(1)
+                    for t, step in enumerate(out.logits)
+                ],
+                dim=1,
+            )
+        seen: dict[tuple[int, ...], float] = {}
+        for row, logps in zip(new.tolist(), token_logps.tolist()):
             cut = next((i + 1 for i, t in enumerate(row) if t in self._eos_ids), len(row))
-            seen.setdefault(tuple(row[:cut]), None)
-        return [list(r) for r in seen]
+            seen.setdefault(tuple(row[:cut]), float(sum(logps[:cut])))
+        return [(list(r), lp) for r, lp in seen.items()]
