@@ -44,6 +44,18 @@ class InvalidIndexError(ReasonRAGError):
     code = "INVALID_INDEX"
 
 
+class RetrieverUnavailableError(ReasonRAGError):
+    """A retrieval server cannot be reached, or does not answer with the /retrieve contract."""
+
+    code = "RETRIEVER_UNAVAILABLE"
+
+
+class MissingDependencyError(ReasonRAGError):
+    """An optional extra is not installed; the message names the pip command that installs it."""
+
+    code = "MISSING_DEPENDENCY"
+
+
 class ModelError(ReasonRAGError):
     """A trained artifact (reader, PRM, policy) is missing or does not match its manifest."""
 
@@ -72,3 +84,9 @@ class LLMUnavailableError(ReasonRAGError):
     """A language model cannot be loaded or reached: a missing package, key, server or model."""
 
     code = "LLM_UNAVAILABLE"
+
+
+class PredictionsError(ReasonRAGError):
+    """An eval predictions file is not ours or was made with another setting; names the file and line."""
+
+    code = "INVALID_PREDICTIONS"

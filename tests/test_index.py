@@ -383,7 +383,7 @@ def test_an_interrupted_build_keeps_the_old_index_and_resumes_where_it_stopped(
     message = capsys.readouterr().err.strip()
     assert message.count("\n") == 0 and "resuming" in message and "8 of 12 passages" in message
     assert not partial.exists(), "the work directory goes once the index is saved"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpora", "idx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "corpora", "idx"]
 
     # the same answers, to the bit, as a build that was never interrupted
     monkeypatch.undo()

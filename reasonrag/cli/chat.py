@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reasonrag.agent.chat_session import PROMPT, ChatSession
-from reasonrag.cli.options import add_agent_options, load_agent_prm, make_policy
+from reasonrag.cli.options import add_agent_options, load_agent_prm, make_policy, make_retriever
 from reasonrag.errors import InputError
 
 if TYPE_CHECKING:
@@ -80,7 +80,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from reasonrag.data.corpus import Corpus
     from reasonrag.prm.base import step_scorer
     from reasonrag.retrieval.index import default_cache_dir
-    from reasonrag.retrieval.retriever import DenseRetriever
 
     if args.best_of != 1:
         raise InputError("chat follows one trajectory at a time: --best-of is for ask and eval")
@@ -100,7 +99,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             stages=args.backtrack_stages,
         )
     nodes = agent_steps(
-        retriever=DenseRetriever(corpus, args.encoder),
+        retriever=make_retriever(args, corpus),
         policy=make_policy(args),
         max_hops=args.max_hops,
         k=args.k,

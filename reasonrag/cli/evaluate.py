@@ -9,6 +9,7 @@ from typing import Any
 from reasonrag.cli.options import (
     add_agent_options,
     add_question_options,
+    agent_setting,
     build_agent_from_args,
     run_inputs,
     select_questions,
@@ -16,10 +17,17 @@ from reasonrag.cli.options import (
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from reasonrag.data.corpus import Corpus
     from reasonrag.evaluation.evaluate import evaluate
+    from reasonrag.evaluation.predictions import check_predictions_path, read_predictions
 
-    corpus, graph = build_agent_from_args(args)
+    # Everything about the inputs is checked before a model loads.
+    corpus = Corpus.load(args.corpus)
     questions = select_questions(args, corpus)
+    setting = agent_setting(args, corpus)
+    if args.predictions:
+        read_predictions(check_predictions_path(args.predictions), setting, questions)
+    _, graph = build_agent_from_args(args, corpus)
     summary = evaluate(
         graph,
         questions,
@@ -27,6 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         predictions=args.predictions,
         progress=not args.no_progress,
         inputs=run_inputs(args),
+        setting=setting,
     )
     summary.update(corpus=corpus.name, split=args.split, max_hops=args.max_hops, k=args.k)
     if args.json:
@@ -50,7 +59,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name, value in rows:
             print(f"  {name:<40} {'-' if value is None else value}")
         if args.predictions:
-            print(f"  predictions written to {args.predictions}")
+            resumed = f" ({summary['resumed']} resumed from an earlier run)" if summary["resumed"] else ""
+            print(f"  predictions in {args.predictions}{resumed}")
     return 0
 
 
@@ -66,7 +76,11 @@ def add_parser(sub: Any) -> None:
     add_agent_options(p)
     add_question_options(p, None, "train, dev or test (default: all questions)")
     p.add_argument(
-        "--predictions", default=None, help="write per-question predictions and trajectories (JSONL)"
+        "--predictions",
+        default=None,
+        metavar="FILE",
+        help="append each question's prediction and trajectory to this JSONL file as it is made; rerun "
+        "the same command to resume after an interruption (the summary is computed from the file)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")

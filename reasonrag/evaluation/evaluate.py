@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import resource
 import statistics
 import sys
@@ -95,6 +93,31 @@ def peak_memory_mb() -> float:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
+def answer_question(
+    graph, question: Question, *, max_hops: int = 3, inputs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Answer one question with the agent: one predictions record (a unit a worker pool can share out)."""
+    t0 = time.perf_counter()
+    state = run_agent(graph, question.question, max_hops=max_hops, **(inputs or {}))
+    return trajectory_record(question, state, time.perf_counter() - t0)
+
+
+def summarise_run(records: list[dict[str, Any]], questions: list[Question]) -> dict[str, Any]:
+    """The summary of a run: `summarise`, plus PRM AUROC when the steps were scored.
+
+    Records are taken in the order of `questions`, so the order they were made or written in does not
+    matter.
+    """
+    by_id = {r["id"]: r for r in records}
+    ordered = [by_id[q.id] for q in questions if q.id in by_id]
+    summary = summarise(ordered)
+    if any(s.get("score") is not None for r in ordered for s in r["steps"]):
+        from reasonrag.prm.evaluation import prm_auroc_of_records
+
+        summary["prm_auroc"] = prm_auroc_of_records(ordered, {q.id: q for q in questions})
+    return summary
+
+
 def evaluate(
     graph,
     questions: list[Question],
@@ -103,29 +126,36 @@ def evaluate(
     predictions: str | Path | None = None,
     progress: bool = True,
     inputs: dict[str, Any] | None = None,
+    setting: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the agent on every question and summarise. Predictions, if asked for, are written atomically."""
+    """Run the agent on every question and summarise.
+
+    With `predictions`, each record is appended to that JSONL file as soon as it is made; questions the
+    file already answers (made with the same `setting`, see `reasonrag.evaluation.predictions`) are not
+    run again, and the summary is computed from the file, so an interrupted run resumes where it stopped.
+    """
     from tqdm import tqdm
 
-    records = []
-    bar = tqdm(questions, desc="eval", unit="q", disable=not progress, file=sys.stderr)
-    for q in bar:
-        t0 = time.perf_counter()
-        state = run_agent(graph, q.question, max_hops=max_hops, **(inputs or {}))
-        records.append(trajectory_record(q, state, time.perf_counter() - t0))
-        bar.set_postfix(em=f"{_mean(r['em'] for r in records):.1f}")
-    summary = summarise(records)
-    if any(s.get("score") is not None for r in records for s in r["steps"]):
-        from reasonrag.prm.evaluation import prm_auroc_of_records
+    from reasonrag.evaluation.predictions import appending, check_predictions_path, read_predictions
 
-        summary["prm_auroc"] = prm_auroc_of_records(records, {q.id: q for q in questions})
+    setting = dict(setting or {})
+    done: dict[str, dict[str, Any]] = {}
+    if predictions is not None:
+        predictions = check_predictions_path(predictions)
+        done = read_predictions(predictions, setting, questions)
+    wanted = {q.id for q in questions}
+    records = [r for qid, r in done.items() if qid in wanted]
+    todo = [q for q in questions if q.id not in done]
+    bar = tqdm(todo, desc="eval", unit="q", disable=not progress, file=sys.stderr)
+    with appending(predictions, setting) as write:
+        for q in bar:
+            record = answer_question(graph, q, max_hops=max_hops, inputs=inputs)
+            write(record)
+            records.append(record)
+            bar.set_postfix(em=f"{_mean(r['em'] for r in records):.1f}")
+    if predictions is not None:
+        records = list(read_predictions(predictions, setting, questions).values())
+    summary = summarise_run([r for r in records if r["id"] in wanted], questions)
+    summary["resumed"] = len(wanted & set(done))
     summary["peak_memory_mb"] = peak_memory_mb()
-    if predictions:
-        path = Path(predictions)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, path)
     return summary

@@ -27,6 +27,9 @@ index untouched and the finished chunks on disk; the next build of the same corp
 and settings into the same target reuses them and encodes only the rest. Chunks made for anything else
 are discarded, with a line on stderr saying why. The work directory is deleted once the finished index
 is saved.
+
+Two processes that build the same index take turns on a lock file beside it (`.<name>.lock`): the second
+waits for the first and then reuses its index instead of building over the same work directory.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from reasonrag.retrieval.index_files import (
     PARTIAL_FORMAT,
     Checkpoint,
     backups,
+    build_lock,
     describe_encoder,
     file_record,
     fsync_dir,
@@ -470,8 +474,14 @@ def open_index(
         message = f"the index of corpus {corpus.name!r} is stale: {reason}; rebuilding it"
     else:
         message = f"no index of corpus {corpus.name!r} yet; building it"
-    print(f"reasonrag: {message} ({count} passages) into {cached}", file=sys.stderr, flush=True)
-    return _build_and_save(corpus, cached, encoder_name, show_progress, build_options)
+    with build_lock(cached) as waited:
+        # Another process may have built it meanwhile (we waited for it, or it finished just before us).
+        if rebuild == "auto" or waited:
+            index, _ = check_index_dir(cached, checksum, fingerprint, count=count)
+            if index is not None:
+                return index
+        print(f"reasonrag: {message} ({count} passages) into {cached}", file=sys.stderr, flush=True)
+        return _build_and_save(corpus, cached, encoder_name, show_progress, build_options)
 
 
 def build_index(
@@ -488,7 +498,8 @@ def build_index(
     `build_options` to opt out), resumes from what an interrupted build left there, and deletes it
     once the index is saved.
     """
-    return _build_and_save(corpus, Path(out_dir), encoder_name, show_progress, build_options)
+    with build_lock(Path(out_dir)):
+        return _build_and_save(corpus, Path(out_dir), encoder_name, show_progress, build_options)
 
 
 def _build_and_save(

@@ -12,7 +12,8 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -309,3 +310,31 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+@contextmanager
+def build_lock(target: Path) -> Iterator[bool]:
+    """Hold the build lock of the index at `target`; yields whether another build held it first.
+
+    Two processes building the same new index would share its work directory: the second waits for the
+    first instead (and then reuses its index, see `open_index`).
+    """
+    from filelock import FileLock, Timeout
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+        waited = False
+    except Timeout:
+        print(
+            f"reasonrag: another process is building the index at {target}; waiting for it",
+            file=sys.stderr,
+            flush=True,
+        )
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()

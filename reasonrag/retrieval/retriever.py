@@ -302,12 +302,13 @@ def _document_score(document: Document, rank: int) -> float:
     return 1.0 / (rank + 1)
 
 
-def as_search_backend(obj: Any, *, k: int | None = None) -> DenseRetriever | LangChainRetrieverAdapter:
-    """The search backend for `obj`: ours as is, a ReasonRAGRetriever unwrapped, any BaseRetriever wrapped."""
-    if isinstance(obj, (DenseRetriever, LangChainRetrieverAdapter)):
-        return obj
+def as_search_backend(obj: Any, *, k: int | None = None) -> SearchBackend:
+    """The search backend for `obj`: ours (or any SearchBackend, e.g. a RemoteRetriever) as is, a
+    ReasonRAGRetriever unwrapped, any other BaseRetriever wrapped."""
     if isinstance(obj, ReasonRAGRetriever):
         return obj.retriever
+    if isinstance(obj, (DenseRetriever, LangChainRetrieverAdapter, SearchBackend)):
+        return obj
     if isinstance(obj, BaseRetriever):
         return LangChainRetrieverAdapter(obj, k=5 if k is None else k)
     raise TypeError(
