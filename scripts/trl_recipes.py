@@ -26,6 +26,14 @@ from typing import Any
 COMMON = dict(report_to=[], save_strategy="no", logging_steps=1, seed=0)
 
 
+def common() -> dict[str, Any]:
+    """Options every recipe shares; bf16 only where the accelerator has it (TRL's default assumes one)."""
+    import torch
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return {**COMMON, "bf16": bf16}
+
+
 def load_rows(data: str) -> Any:
     from datasets import load_dataset
 
@@ -47,7 +55,7 @@ def run_dpo(args: argparse.Namespace) -> Any:
         learning_rate=args.learning_rate,
         beta=args.beta,
         max_length=args.max_length,
-        **COMMON,
+        **common(),
     )
     trainer = DPOTrainer(
         model=model, args=config, train_dataset=load_rows(args.data), processing_class=tokenizer
@@ -81,7 +89,7 @@ def run_grpo(args: argparse.Namespace) -> Any:
         max_completion_length=args.max_completion_length,
         learning_rate=args.learning_rate,
         beta=args.beta,
-        **COMMON,
+        **common(),
     )
     reward = combined_reward_function(prm, alpha=args.alpha, outcome=args.outcome)
     trainer = GRPOTrainer(
@@ -113,7 +121,7 @@ def run_prm(args: argparse.Namespace) -> Any:
         learning_rate=args.learning_rate,
         max_length=args.max_length,
         step_separator="\n",
-        **COMMON,
+        **common(),
     )
     trainer = PRMTrainer(
         model=model, args=config, train_dataset=load_rows(args.data), processing_class=tokenizer

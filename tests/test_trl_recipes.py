@@ -56,6 +56,9 @@ def tiny_causal_lm(path: Path) -> Path:
     )
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
+    settings = json.loads((path / "tokenizer_config.json").read_text())
+    settings["model_input_names"] = ["input_ids", "attention_mask"]  # a Llama takes no token_type_ids
+    (path / "tokenizer_config.json").write_text(json.dumps(settings))
     return path
 
 
