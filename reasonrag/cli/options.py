@@ -91,9 +91,31 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--best-of", type=int, default=1, help="sample N trajectories and keep one (default: 1)")
     g.add_argument(
+        "--critic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="PRM-guided steps: execute the policy's N best candidates at every step and keep the one the "
+        "PRM scores highest (default: 0, off)",
+    )
+    g.add_argument(
+        "--critic-stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=STAGES,
+        help="stages the critic chooses in (default: all three; synthesize alone re-ranks the answers)",
+    )
+    g.add_argument(
+        "--beam",
+        type=int,
+        default=0,
+        metavar="W",
+        help="PRM beam search: keep the W best partial paths by aggregated step score (default: 0, off)",
+    )
+    g.add_argument(
         "--select",
         default="min",
-        choices=["min", "prod", "mean", "last", "orm", "combined", "vote"],
+        choices=["min", "prod", "mean", "last", "orm", "combined", "vote", "weighted"],
         help="how --best-of keeps a trajectory (default: min, the weakest step scores best)",
     )
     g.add_argument(
@@ -147,6 +169,7 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None):
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
 
+    check_search_options(args)
     corpus = corpus if corpus is not None else Corpus.load(args.corpus)
     retriever = make_retriever(args, corpus)
     policy = make_policy(args)
@@ -175,6 +198,9 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None):
         backtrack=backtrack,
         best_of=args.best_of,
         select=args.select,
+        critic=args.critic,
+        beam=args.beam,
+        critic_stages=tuple(args.critic_stages),
         alpha=args.alpha,
     )
     return corpus, graph
@@ -302,3 +328,17 @@ def select_questions(args: argparse.Namespace, corpus) -> list:
     if not questions:
         raise InputError(f"no questions in split {args.split!r}")
     return questions
+
+
+MAX_CRITIC = 16
+
+
+def check_search_options(args: argparse.Namespace) -> None:
+    """--critic and --beam: bounded, and only with step scores (before any model loads)."""
+    for name, value, top in (("--critic", args.critic, MAX_CRITIC), ("--beam", args.beam, MAX_CRITIC)):
+        if not 0 <= value <= top:
+            raise InputError(f"{name} must lie in 0..{top}, got {value}")
+    if (args.critic > 1 or args.beam > 1) and getattr(args, "no_prm", False):
+        raise InputError("--critic and --beam rank candidates by PRM score: drop --no-prm")
+    if args.beam > 1 and args.best_of > 1:
+        raise InputError("--beam and --best-of are two ways to spend samples: give one of them")

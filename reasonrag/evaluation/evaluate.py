@@ -48,11 +48,21 @@ def trajectory_record(question: Question, state: dict, seconds: float) -> dict[s
         "hops": sum(1 for s in state.get("steps", []) if s["stage"] == "retrieve"),
         "status": state.get("status"),
         "backtracks": state.get("backtracks", 0),
-        "nodes": state.get("nodes")
-        or len(state.get("steps", [])) + sum(len(a["steps"]) for a in state.get("abandoned") or []),
+        "nodes": state.get("nodes") or sum(len(s.get("critic") or [None]) for s in _all_steps(state)),
+        "prm_calls": state.get("prm_calls") or sum(_prm_calls(s) for s in _all_steps(state)),
         "seconds": round(seconds, 4),
         "steps": state.get("steps", []),
     }
+
+
+def _all_steps(state: dict) -> list[dict]:
+    """The path's steps and every abandoned one: all the node executions a question cost."""
+    return list(state.get("steps", [])) + [s for a in state.get("abandoned") or [] for s in a["steps"]]
+
+
+def _prm_calls(step: dict) -> int:
+    """Step scores computed for a step: each critic candidate, else the step itself if it was scored."""
+    return len(step.get("critic") or []) or int(step.get("score") is not None)
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -82,6 +92,10 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "backtrack_rate": _mean(float(r.get("backtracks", 0) > 0) for r in records),
         "mean_backtracks": round(sum(r.get("backtracks", 0) for r in records) / max(len(records), 1), 3),
         "nodes_per_question": round(sum(r.get("nodes", 0) for r in records) / max(len(records), 1), 2),
+        "prm_calls_per_question": round(
+            sum(r.get("prm_calls", 0) for r in records) / max(len(records), 1), 2
+        ),
+        "seconds_per_question": round(sum(latencies) / max(len(records), 1), 4),
         "latency_p50_s": round(_percentile(latencies, 50), 4),
         "latency_p95_s": round(_percentile(latencies, 95), 4),
     }
