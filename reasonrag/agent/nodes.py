@@ -14,7 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from reasonrag.agent.state import NOT_ENOUGH_EVIDENCE, AgentState, StepScorer, apply_update, next_node
+from reasonrag.agent.state import (
+    LIST_CHANNELS,
+    NOT_ENOUGH_EVIDENCE,
+    RESET,
+    AgentState,
+    StepScorer,
+    apply_update,
+    next_node,
+)
+from reasonrag.data.limits import MAX_BACKTRACKS, MAX_HOPS, MAX_K, check_question, check_range
 from reasonrag.data.types import STAGES
 from reasonrag.errors import InputError
 from reasonrag.policies.base import Candidate, Policy, choose
@@ -106,8 +115,7 @@ class BacktrackConfig:
 
         if not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"backtrack threshold must lie in [0, 1], got {self.threshold}")
-        if self.max_backtracks < 0:
-            raise InputError(f"max_backtracks must be at least 0, got {self.max_backtracks}")
+        check_range("max_backtracks", self.max_backtracks, 0, MAX_BACKTRACKS)
         self.stages = tuple(self.stages)
         if not self.stages or not set(self.stages) <= set(STAGES):
             raise InputError(f"backtrack stages must be some of {', '.join(STAGES)}; got {self.stages}")
@@ -184,14 +192,15 @@ class AgentSteps:
         return update
 
     def start(self, state: AgentState) -> dict:
-        question = (state.get("question") or "").strip()
-        if not question:
-            raise InputError("the question is empty")
+        """A fresh state for the question; on a thread that answered one before, nothing of it remains."""
+        question = check_question(state.get("question") or "")
         return {
+            **{channel: RESET for channel in LIST_CHANNELS},
+            "selected_from": None,
             "question": question,
             "hop": 0,
-            "max_hops": int(state.get("max_hops") or self.max_hops),
-            "k": int(state.get("k") or self.k),
+            "max_hops": check_range("max_hops", int(state.get("max_hops") or self.max_hops), 1, MAX_HOPS),
+            "k": check_range("k", int(state.get("k") or self.k), 1, MAX_K),
             "mode": state.get("mode") or "greedy",
             "seed": int(state.get("seed") or 0),
             "retrieved": [],
