@@ -13,6 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from reasonrag.agent.nodes import AgentSteps, BacktrackConfig
 from reasonrag.agent.state import MAX_BACKTRACKS_BOUND, AgentState, StepScorer, recursion_limit
+from reasonrag.data.limits import MAX_BEST_OF, MAX_HOPS, MAX_K, check_range
 from reasonrag.errors import InputError
 from reasonrag.policies.base import Policy
 
@@ -47,6 +48,7 @@ def build_agent(
         from reasonrag.prm.base import step_scorer
 
         scorer = step_scorer(prm)
+    check_range("best_of", best_of, 1, MAX_BEST_OF)
     if backtrack and scorer is None:
         raise InputError("backtracking needs step scores: pass a prm (or scorer)")
     if backtrack is True:
@@ -127,10 +129,8 @@ def agent_steps(
     """The node functions `build_agent` compiles, with the same defaults (for rollouts outside the graph)."""
     from reasonrag.retrieval.retriever import as_search_backend
 
-    if max_hops < 1:
-        raise InputError(f"max_hops must be at least 1, got {max_hops}")
-    if k < 1:
-        raise InputError(f"k must be at least 1, got {k}")
+    check_range("max_hops", max_hops, 1, MAX_HOPS)
+    check_range("k", k, 1, MAX_K)
     if retriever is None:
         from reasonrag.data.corpus import Corpus
         from reasonrag.retrieval.retriever import DenseRetriever

@@ -8,19 +8,17 @@ import sys
 import time
 from typing import Any
 
+from reasonrag.cli.checks import check_agent_options
 from reasonrag.cli.options import add_agent_options, build_agent_from_args, run_inputs
 from reasonrag.cli.output import print_trajectory
-from reasonrag.errors import InputError
+from reasonrag.data.limits import check_question
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from reasonrag.agent.graph import run_agent
 
-    question = (args.question or "").strip()
-    if not question:
-        raise InputError(
-            'the question is empty: give it as the first argument, e.g. reasonrag ask "Who ...?"'
-        )
+    question = check_question(args.question, ': give it as the first argument, e.g. reasonrag ask "Who ...?"')
+    check_agent_options(args)
     t0 = time.perf_counter()
     _, graph = build_agent_from_args(args)
     t1 = time.perf_counter()

@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from reasonrag.cli import ask, chat, evaluate, index, label, prm, serve, train_policy
+from reasonrag.cli.checks import Parser, parse_args
 from reasonrag.cli.options import quiet_libraries
 from reasonrag.errors import ReasonRAGError
 
 
 def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="reasonrag",
         description="Agentic RAG with process rewards: a retrieve -> extract -> synthesize LangGraph agent "
         "that runs offline on a laptop.",
@@ -36,7 +37,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in trained models' manifests
     if not getattr(args, "command", None):
         parser.print_help()

@@ -340,11 +340,16 @@ def load_reader(model_dir: str | Path | None = None, encoder_name: str | None = 
         )
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{manifest_path}: not a JSON object")
     backbone, tokenizer, hidden = _backbone_from_encoder(resolve_encoder(encoder_name))
     model = ReaderModel(backbone, hidden)
-    state = {k: v.float() for k, v in load_file(str(weights_path)).items()}
+    try:
+        state = {k: v.float() for k, v in load_file(str(weights_path)).items()}
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: safetensors raises its own errors
+        raise ModelError(f"{weights_path} is not a readable safetensors file (truncated?): {exc}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.startswith("backbone.")]  # frozen backbone parts stay as loaded
     if missing or unexpected:
