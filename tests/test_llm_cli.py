@@ -127,7 +127,9 @@ def test_missing_packages_and_models_are_one_line_errors(capsys, tmp_path):
         ),  # langchain-ollama (or langchain itself) is not installed
         (["--llm", f"hf:{tmp_path / 'no-model'}"], "no model directory"),
         (["--llm", "nosuchprovider:model"], ""),
-        (["--judge", "hf:/x"], "chat model"),
+        (["--judge", "hf:/x"], "no model directory"),
+        (["--llm", f"gguf:{tmp_path / 'no.gguf'}"], "no GGUF file"),
+        (["--judge", f"{tmp_path / 'no.gguf'}"], "no GGUF file"),
         (["--judge", "scripted-judge:h", "--prm", str(tmp_path)], "give one of them"),
     ]
     for extra, message in cases:

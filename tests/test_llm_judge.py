@@ -10,7 +10,7 @@ from llm_fakes import ScriptedChatModel, harbor_lights_agent
 
 from reasonrag.agent.nodes import AgentSteps
 from reasonrag.data.corpus import Corpus, load_questions
-from reasonrag.errors import InputError, LLMOutputError, ModelError
+from reasonrag.errors import LLMOutputError, ModelError
 from reasonrag.policies.chat_model import ChatPolicy, ChatPolicyConfig
 from reasonrag.prm.base import step_scorer
 from reasonrag.prm.judge import CRITERIA, LLMJudgePRM, llm_judge
@@ -107,7 +107,7 @@ def test_only_a_judge_named_by_a_spec_saves(tmp_path):
     prm, _ = judge()
     with pytest.raises(ModelError, match="spec"):
         prm.save(tmp_path / "judge")
-    with pytest.raises(InputError, match="chat model"):
+    with pytest.raises(ModelError, match="no model directory"):
         llm_judge("hf:/some/dir")
 
 
@@ -142,3 +142,37 @@ def test_label_writes_judge_grades_beside_mc_values_and_compares_them(search, tm
     assert versus["by_stage"]["synthesize"]["auroc"] == 1.0  # on answers the judge and MC agree
     assert versus["by_stage"]["synthesize"]["agreement"] == 1.0
     assert summary["judge_requests"] == len(model.calls)
+
+
+# -- a local model as the judge: its expected grade, read from its probabilities -------------------------------
+def test_a_local_judge_grades_by_its_expected_score_never_unreadably():
+    import torch
+    from llm_fakes import tiny_llama_policy
+
+    from reasonrag.llm.local import LocalChatModel
+
+    lm = tiny_llama_policy(chat_template=True)
+    chat = LocalChatModel(lm.model, lm.tokenizer)
+    prm = LLMJudgePRM(chat)
+    scores = prm.score([TRAJ])[0]
+    assert len(scores) == 3 and all(0.0 < s < 1.0 for s in scores)  # a random model: mass on every grade
+    assert prm.score([TRAJ, {"question": "q", "steps": TRAJ["steps"][:1]}])[0] == scores  # batch-independent
+    # The same number by hand: P(n) of each grade's tokens after `<score>`, in one full forward pass.
+    convo = prm.messages(TRAJ, 0)
+    ids = chat.prompt_ids(convo, "<score>")
+    spelled = {n: lm.tokenizer(str(n), add_special_tokens=False)["input_ids"] for n in range(11)}
+    with torch.no_grad():
+        probs = torch.softmax(lm.model(input_ids=torch.tensor([ids])).logits[0, -1], dim=-1)
+        second = {
+            t[0]: torch.softmax(lm.model(input_ids=torch.tensor([ids + t[:1]])).logits[0, -1], dim=-1)
+            for t in spelled.values()
+            if len(t) == 2
+        }
+    mass = {}
+    for n, t in spelled.items():
+        if len(t) == 2:
+            mass[n] = float(probs[t[0]] * second[t[0]][t[1]])
+        else:
+            go_on = sum(float(second[t[0]][u[1]]) for u in spelled.values() if len(u) == 2 and u[0] == t[0])
+            mass[n] = float(probs[t[0]]) * (1 - go_on)
+    assert scores[0] == pytest.approx(sum(n * m for n, m in mass.items()) / sum(mass.values()) / 10, abs=1e-5)

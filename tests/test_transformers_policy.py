@@ -99,7 +99,12 @@ def test_retrieve_samples_distinct_completions_weighted_by_their_log_probs(polic
         for c in completions
     ]
     expected = candidates_from(view, [(p, math.exp(lp)) for p, lp in zip(parsed, logps)])
-    assert [(c.text, round(c.prob, 6)) for c in cands] == [(c.text, round(c.prob, 6)) for c in expected]
+    assert [c.text for c in cands] == [c.text for c in expected]
+    assert [c.prob for c in cands] == pytest.approx([c.prob for c in expected], abs=1e-5)
+    # ... which propose reads off generate's own logits, with no second forward pass.
+    scored = policy._sample_scored(prompt, 0)
+    assert [ids for ids, _ in scored] == completions
+    assert [lp for _, lp in scored] == pytest.approx(logps, abs=1e-4)
 
 
 def test_sampling_is_seeded_by_the_prompt(policy):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reasonrag.cli import ask, chat, evaluate, index, label, prm, serve, train_policy
+from reasonrag.cli import ask, chat, evaluate, export, index, label, prm, serve, train_policy
 from reasonrag.cli.checks import Parser, parse_args
 from reasonrag.cli.options import quiet_libraries
 from reasonrag.errors import ReasonRAGError
@@ -29,6 +29,7 @@ def make_parser() -> argparse.ArgumentParser:
         prm.add_eval_parser,
         chat.add_parser,
         train_policy.add_parser,
+        export.add_parser,
         serve.add_parser,
     ):
         register(sub)

@@ -151,13 +151,15 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="drive the agent with a language model instead of the embedded policy: provider:model through "
         'LangChain (e.g. openai:gpt-4o-mini, ollama:llama3.1; pip install "reasonrag[llm]" and the '
-        "provider's package) or hf:PATH_OR_NAME for a local Hugging Face causal LM",
+        "provider's package), hf:PATH_OR_NAME for a local Hugging Face causal LM, or gguf:PATH for a local "
+        'GGUF file (pip install "reasonrag[gguf]")',
     )
     g.add_argument(
         "--judge",
         default=None,
         metavar="MODEL",
-        help="score steps with an LLM judge (provider:model) instead of a trained PRM; in `label`, grade "
+        help="score steps with an LLM judge (provider:model, hf:PATH or gguf:PATH) instead of a trained PRM; "
+        "in `label`, grade "
         "every labeled step with it beside the MC values",
     )
     # Every option of this group decides the answers: `agent_setting` records them all (resumable runs).

@@ -5,6 +5,9 @@
                           "reasonrag[llm]" plus the provider's package, e.g. langchain-openai)
     hf:PATH_OR_NAME       a Hugging Face causal LM, run locally by transformers (a directory, or a hub
                           name -- downloaded only because you named it); a bare directory path works too
+    gguf:PATH             a local GGUF file (a quantised SmolLM2, Qwen2.5, Llama...), run by transformers
+                          (pip install "reasonrag[gguf]") or by llama.cpp (see `reasonrag.llm.local`);
+                          a bare path ending in .gguf works too
 
 `llm_policy(spec)` gives the agent's policy for either kind, `llm_judge(spec)` an LLM-judge PRM, and
 `load_llm(spec)` the model itself. A missing package or an unreachable provider is a `ReasonRAGError`
@@ -29,7 +32,7 @@ INSTALL_LLM = 'pip install "reasonrag[llm]"'
 
 @dataclass(frozen=True)
 class LLMSpec:
-    """A parsed model name: `kind` is "chat" (LangChain) or "hf" (transformers)."""
+    """A parsed model name: `kind` is "chat" (LangChain), "hf" (transformers) or "gguf" (a local GGUF file)."""
 
     kind: str
     provider: str | None
@@ -45,10 +48,19 @@ def register_llm(provider: str, factory: Callable[..., Any]) -> None:
 
 
 def parse_llm_spec(spec: str) -> LLMSpec:
-    """`provider:model`, `hf:PATH_OR_NAME`, or a local model directory."""
+    """`provider:model`, `hf:PATH_OR_NAME`, `gguf:PATH`, or a local model directory or .gguf file."""
     text = (spec or "").strip()
     if not text:
-        raise InputError("--llm needs a model: provider:model (e.g. openai:gpt-4o-mini) or hf:PATH_OR_NAME")
+        raise InputError(
+            "--llm needs a model: provider:model (e.g. openai:gpt-4o-mini), hf:PATH_OR_NAME or gguf:PATH"
+        )
+    if text.lower().startswith("gguf:") or text.lower().endswith(".gguf"):
+        from reasonrag.llm.local import gguf_path
+
+        target = text[5:].strip() if text.lower().startswith("gguf:") else text
+        if not target:
+            raise InputError("gguf: needs the path of a .gguf file, e.g. gguf:/path/to/model.gguf")
+        return LLMSpec("gguf", "gguf", str(gguf_path(f"gguf:{target}")), text)
     if text.lower().startswith("hf:"):
         target = text[3:].strip()
         if not target:
@@ -68,7 +80,7 @@ def load_chat_model(spec: str, **kwargs: Any) -> Any:
     """A LangChain chat model from `provider:model`; keyword arguments go to the model (temperature...)."""
     parsed = parse_llm_spec(spec)
     if parsed.kind != "chat":
-        raise InputError(f"{spec} names a transformers model; a chat model is named provider:model")
+        raise InputError(f"{spec} names a local model; a chat model is named provider:model")
     if parsed.provider in _REGISTRY:
         return _REGISTRY[parsed.provider](parsed.model, **kwargs)
     try:

@@ -1,4 +1,4 @@
-"""A language model as the agent's policy, from a spec (`provider:model`, `hf:PATH`) or a model object."""
+"""A language model as the agent's policy, from a spec (`provider:model`, `hf:PATH`, `gguf:PATH`) or a model object."""
 
 from __future__ import annotations
 
@@ -8,19 +8,26 @@ from reasonrag.llm.models import load_chat_model, parse_llm_spec
 
 
 def load_llm(spec: str, **kwargs: Any) -> Any:
-    """The model a spec names: a LangChain chat model, or for `hf:` a `TransformersPolicy` (model and
-    tokenizer together, ready to propose and to train)."""
+    """The model a spec names: a LangChain chat model, or for `hf:` and `gguf:` a `TransformersPolicy`
+    (model and tokenizer together, ready to propose and to train)."""
     parsed = parse_llm_spec(spec)
-    if parsed.kind == "hf":
+    if parsed.kind in LOCAL:
         from reasonrag.policies.transformers_lm import TransformersPolicy
 
-        return TransformersPolicy.from_pretrained(parsed.model, **kwargs)
+        return TransformersPolicy.from_pretrained(_local_target(parsed), **kwargs)
     return load_chat_model(spec, **kwargs)
+
+
+LOCAL = ("hf", "gguf")
+
+
+def _local_target(parsed: Any) -> str:
+    return f"gguf:{parsed.model}" if parsed.kind == "gguf" else parsed.model
 
 
 def policy_config_class(spec: str | Any) -> type:
     """The config dataclass of the policy a spec gives (for `--policy-option KEY=VALUE`)."""
-    if isinstance(spec, str) and parse_llm_spec(spec).kind == "hf":
+    if isinstance(spec, str) and parse_llm_spec(spec).kind in LOCAL:
         from reasonrag.policies.transformers_lm import TransformersPolicyConfig
 
         return TransformersPolicyConfig
@@ -43,13 +50,14 @@ def llm_policy(spec: str | Any, config: Any = None, **options: Any) -> Any:
     if not isinstance(spec, str):
         return ChatPolicy(spec, config if config is not None else config_from_options(cls, options))
     parsed = parse_llm_spec(spec)
-    if parsed.kind == "hf":
+    if parsed.kind in LOCAL:
         from reasonrag.policies.transformers_lm import TransformersPolicy
 
+        target = _local_target(parsed)
         if config is None:  # a saved policy's own config, with `options` over it
             config_from_options(cls, options)  # unknown or bad options fail here, before loading
-            return TransformersPolicy.from_pretrained(parsed.model, **options)
-        return TransformersPolicy.from_pretrained(parsed.model, config=config)
+            return TransformersPolicy.from_pretrained(target, **options)
+        return TransformersPolicy.from_pretrained(target, config=config)
     config = config if config is not None else config_from_options(cls, options)
     kwargs = {} if config.temperature is None else {"temperature": config.temperature}
     return ChatPolicy(load_chat_model(spec, **kwargs), config, name=spec, provider=parsed.provider)

@@ -3,7 +3,8 @@
 The prompts, the tags and the candidate building are the chat policy's (`reasonrag.policies.chat_model`): the
 tokenizer's chat template renders them when it has one, else a plain prompt does. The reply is primed
 with the stage's opening tag where only one tag is right (`<query>` to retrieve, `<evidence>` to
-extract), which keeps even a small model on format. `n_candidates` completions are sampled in one
+extract), which keeps even a small model on format; a synthesize reply that is still prose at the last
+retry round gets `<answer>` primed, so it ends in an answer rather than in an error. `n_candidates` completions are sampled in one
 batched `generate`; each distinct completion's log-probability (the sum of its token log-probs, under the
 model at temperature 1) weighs the action it decides, so a candidate's probability is the model's own.
 
@@ -21,7 +22,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,6 +32,7 @@ import torch
 
 from reasonrag.data.files import staged_directory, write_json
 from reasonrag.errors import InputError, LLMOutputError, LLMUnavailableError, ModelError
+from reasonrag.llm.local import chat_prompt
 from reasonrag.llm.tags import one_line
 from reasonrag.policies.base import ANOTHER_HOP, NOT_ENOUGH, Candidate
 from reasonrag.policies.chat_model import (
@@ -48,6 +49,7 @@ from reasonrag.policies.chat_model import (
 from reasonrag.policies.trainable import Decision
 
 KIND = "reasonrag-transformers-policy"
+ANSWER_PRIMER = "<answer>"
 FORMAT = 1
 
 
@@ -148,7 +150,9 @@ class TransformersPolicy(ViewPolicy):
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self._eos_ids[0] if self._eos_ids else 0)
         base = model.get_base_model() if _is_peft(model) else model
-        self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        params = inspect.signature(base.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        self._cache_name = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
         self._cache: OrderedDict[tuple, list[Candidate]] = OrderedDict()
         self.model.eval()
 
@@ -162,19 +166,15 @@ class TransformersPolicy(ViewPolicy):
         dtype: Any = "auto",
         **options: Any,
     ) -> TransformersPolicy:
-        """A local model directory (ours, with a manifest, or any causal LM) or a hub name you chose.
-
-        Only a hub name downloads; a directory loads with `local_files_only`. `options` set config fields.
+        """A local model directory (ours, with a manifest, or any causal LM), a GGUF file, or a hub name you
+        chose. Only a hub name downloads. `options` set config fields.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from reasonrag.llm.local import gguf_path, load_causal_lm
 
         text = str(name_or_path)
         path = Path(text).expanduser()
-        local = path.is_dir()
-        if not local and (text.startswith((os.sep, ".", "~")) or path.exists()):
-            raise ModelError(f"no model directory at {text}")
         manifest: dict[str, Any] = {}
-        if local and (path / "manifest.json").is_file():
+        if path.is_dir() and (path / "manifest.json").is_file():
             try:
                 manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -190,15 +190,10 @@ class TransformersPolicy(ViewPolicy):
             config = TransformersPolicyConfig(**{**saved, **options})
         elif options:
             config = replace(config, **options)
-        where = str(path) if local else text
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local)
-            model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local, dtype=dtype)
-        except Exception as exc:  # a load boundary: any failure means no usable model there
-            how = "" if local else " (a hub name downloads: is the network up and the name right?)"
-            raise LLMUnavailableError(
-                f"cannot load a causal LM from {text!r}{how}: {one_line(f'{type(exc).__name__}: {exc}', 300)}"
-            ) from None
+        model, tokenizer = load_causal_lm(text, dtype=dtype)
+        gguf = gguf_path(text)
+        if gguf is not None:
+            text = gguf.name
         policy = cls(model, tokenizer, config, name=manifest.get("base") or text)
         policy.info = {k: v for k, v in manifest.items() if k not in ("kind", "format", "config", "base")}
         return policy
@@ -258,23 +253,14 @@ class TransformersPolicy(ViewPolicy):
         return ref
 
     # -- prompts ------------------------------------------------------------------------------------------
-    def prompt_text(self, view: StageView) -> str:
+    def prompt_text(self, view: StageView, primer: str | None = None) -> str:
         """The stage's messages through the chat template (or a plain prompt), ending with the primer."""
         cfg = self.config
         messages = stage_messages(view, max_evidence=cfg.max_evidence, max_chars=cfg.max_sentence_chars)
-        if getattr(self.tokenizer, "chat_template", None):
-            chat = [{"role": role, "content": text} for role, text in messages]
-            try:
-                text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            except Exception:  # noqa: BLE001 - some templates refuse a system turn: fold it into the user's
-                merged = [{"role": "user", "content": messages[0][1] + "\n\n" + messages[1][1]}]
-                text = self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-        else:
-            text = f"{messages[0][1]}\n\n{messages[1][1]}\n\nReply:\n"
-        return text + PRIMERS[view.stage]
+        return chat_prompt(self.tokenizer, messages) + (PRIMERS[view.stage] if primer is None else primer)
 
-    def prompt_ids(self, view: StageView) -> list[int]:
-        ids = list(self.tokenizer(self.prompt_text(view), add_special_tokens=False)["input_ids"])
+    def prompt_ids(self, view: StageView, primer: str | None = None) -> list[int]:
+        ids = list(self.tokenizer(self.prompt_text(view, primer), add_special_tokens=False)["input_ids"])
         bos = self.tokenizer.bos_token_id
         if bos is not None and not getattr(self.tokenizer, "chat_template", None) and ids[:1] != [bos]:
             ids = [bos] + ids
@@ -362,11 +348,14 @@ class TransformersPolicy(ViewPolicy):
         last_text, last_error = "", None
         outcomes: list[tuple[Any, float]] = []
         for attempt in range(cfg.max_retries + 1):
-            completions = self._sample(prompt, attempt)
-            with torch.no_grad():
-                logps = self.sequence_logprobs([prompt] * len(completions), completions).tolist()
-            for ids, lp in zip(completions, logps):
-                text = PRIMERS[view.stage] + self.tokenizer.decode(ids, skip_special_tokens=True)
+            primer, asked = PRIMERS[view.stage], prompt
+            if attempt == cfg.max_retries and attempt > 0 and view.stage == "synthesize":
+                # The last round of a model that wrote no tag (small models answer in prose): prime the
+                # answer tag, so the round ends in an answer rather than in no candidate at all.
+                primer = ANSWER_PRIMER
+                asked = self.prompt_ids(view, primer)
+            for ids, lp in self._sample_scored(asked, attempt):
+                text = primer + self.tokenizer.decode(ids, skip_special_tokens=True)
                 try:
                     outcomes.append((parse_reply(view, text, cfg.max_evidence), lp))
                 except LLMOutputError as exc:
@@ -387,6 +376,11 @@ class TransformersPolicy(ViewPolicy):
 
     def _sample(self, prompt: list[int], attempt: int) -> list[list[int]]:
         """Distinct completions (token ids, eos included) of one batched generate, seeded by the prompt."""
+        return [ids for ids, _ in self._sample_scored(prompt, attempt)]
+
+    def _sample_scored(self, prompt: list[int], attempt: int) -> list[tuple[list[int], float]]:
+        """Distinct completions of one batched generate, seeded by the prompt, each with its summed token
+        log-probs under the model at temperature 1 (read from generate's raw logits: no second pass)."""
         cfg = self.config
         digest = hashlib.sha256(f"{cfg.seed}|{attempt}|{prompt}".encode()).digest()
         seed = int.from_bytes(digest[:8], "big") % (2**63)
@@ -399,15 +393,33 @@ class TransformersPolicy(ViewPolicy):
             num_return_sequences=cfg.n_candidates if sample else 1,
             pad_token_id=self._pad_id,
             eos_token_id=self._eos_ids or None,
+            return_dict_in_generate=True,
+            output_logits=True,
         )
         if sample:
             options.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+        n = options["num_return_sequences"]
         devices = [device] if device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
+            if n > 1 and len(prompt) > 1:
+                # Read the prompt once and give each of the n samples a copy of its cache: generate would
+                # otherwise read it n times, which is most of the cost of a long prompt on a CPU.
+                cache = getattr(self.model(input_ids=ids[:, :-1], use_cache=True), self._cache_name)
+                cache.batch_repeat_interleave(n)
+                ids = ids.repeat(n, 1)
+                options.update(num_return_sequences=1, **{self._cache_name: cache})
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
-        seen: dict[tuple[int, ...], None] = {}
-        for row in out[:, len(prompt) :].tolist():
+            new = out.sequences[:, len(prompt) :]
+            token_logps = torch.stack(
+                [
+                    torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1]).squeeze(1)
+                    for t, step in enumerate(out.logits)
+                ],
+                dim=1,
+            )
+        seen: dict[tuple[int, ...], float] = {}
+        for row, logps in zip(new.tolist(), token_logps.tolist()):
             cut = next((i + 1 for i, t in enumerate(row) if t in self._eos_ids), len(row))
-            seen.setdefault(tuple(row[:cut]), None)
-        return [list(r) for r in seen]
+            seen.setdefault(tuple(row[:cut]), float(sum(logps[:cut])))
+        return [(list(r), lp) for r, lp in seen.items()]

@@ -2,7 +2,8 @@
 
 Each step is graded in its own call with its stage's criterion, seeing the question and the steps before
 it (never after, so a live score during a run equals the score of the finished trajectory), and replies
-`<score>N</score>` on a 0-10 scale, read as N / 10. Given gold answers -- a label record carries
+`<score>N</score>` on a 0-10 scale, read as N / 10; a local model (`hf:`, `gguf:`) is not asked to write
+it: its grade is the expected N under its own probabilities after `<score>`. Given gold answers -- a label record carries
 `golden_answers` -- the judge grades how likely the path still ends in them, which makes it a labeler
 that needs no rollouts (`reasonrag label --judge LLM` writes its scores beside the MC values).
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonrag.data.files import staged_directory, write_json
-from reasonrag.errors import InputError, LLMOutputError, ModelError, ReasonRAGError
+from reasonrag.errors import LLMOutputError, ModelError, ReasonRAGError
 from reasonrag.llm.models import load_chat_model, parse_llm_spec
 from reasonrag.llm.tags import data_line, parse_score
 from reasonrag.prm.base import PRMBase, check_trajectory, step_text
@@ -57,6 +58,7 @@ class JudgeConfig:
     max_step_chars: int = 800  # a step's text is clipped to this in the prompt
     cache_size: int = 8192  # grades remembered by prompt
     temperature: float | None = None  # passed when a spec is loaded (None: the provider's default)
+    max_new_tokens: int = 8  # reply length of a local model (hf:, gguf:) that generates its grade
     use_gold: bool = True  # show a trajectory's `golden_answers` when it has them (labeling time)
 
 
@@ -131,6 +133,10 @@ class LLMJudgePRM(PRMBase):
         """One grade per prompt; unreadable replies are asked again (with the reason) up to max_retries."""
         from reasonrag.llm.models import call_error, content_text
 
+        if hasattr(self.model, "expected_number"):  # a local model: its expected grade, never unreadable
+            with self._lock:
+                self.requests += len(convos)
+            return [min(max(g / 10.0, 0.0), 1.0) for g in self.model.expected_number(convos, "<score>")]
         grades: list[float | None] = [None] * len(convos)
         asks = [list(c) for c in convos]
         errors: list[tuple[str, LLMOutputError] | None] = [None] * len(convos)
@@ -208,7 +214,9 @@ class LLMJudgePRM(PRMBase):
 
 
 def llm_judge(spec: str | Any, config: Any = None, **options: Any) -> Any:
-    """An LLM-judge PRM on a chat model (a `provider:model` spec or a LangChain chat model)."""
+    """An LLM-judge PRM on a chat model (a `provider:model` spec or a LangChain chat model) or on a local
+    model (`hf:PATH`, `gguf:PATH`), whose grade is the expected number after `<score>` under its own
+    probabilities (one forward pass per step, no sampling, never unreadable)."""
     from reasonrag.llm.models import config_from_options
     from reasonrag.prm.judge import JudgeConfig, LLMJudgePRM
 
@@ -216,10 +224,15 @@ def llm_judge(spec: str | Any, config: Any = None, **options: Any) -> Any:
     if not isinstance(spec, str):
         return LLMJudgePRM(spec, config)
     parsed = parse_llm_spec(spec)
-    if parsed.kind == "hf":
-        raise InputError(
-            f"--judge {spec}: the judge needs a chat model (provider:model, e.g. ollama:llama3.1); "
-            "hf: models drive the policy"
+    if parsed.kind in ("hf", "gguf"):
+        from reasonrag.llm.local import local_chat_model
+
+        model = local_chat_model(
+            parsed.model,
+            gguf=parsed.kind == "gguf",
+            reply_prefix="<score>",
+            max_new_tokens=config.max_new_tokens,
         )
+        return LLMJudgePRM(model, config, spec=spec, provider="local")
     kwargs = {"temperature": config.temperature} if config.temperature is not None else {}
     return LLMJudgePRM(load_chat_model(spec, **kwargs), config, spec=spec, provider=parsed.provider)
