@@ -259,7 +259,7 @@ def _check_step(step: dict, where: str) -> None:
     """The fields the trainers read from a step: its action, probability, candidates and choice."""
     if not isinstance(step.get("action"), str):
         raise LabelsError(f"{where}: 'action' must be a string")
-    if not _is_prob(step.get("prob")):
+    if "prob" in step and not _is_prob(step["prob"]):  # (trainers read the candidates' probabilities)
         raise LabelsError(f"{where}: 'prob' must be a number in [0, 1], got {step.get('prob')!r}")
     cands = step.get("candidates")
     if not isinstance(cands, list) or not cands:
