@@ -18,8 +18,16 @@ def _encoder_prm():
     return EncoderPRM()
 
 
+def _cross_encoder_prm():
+    from reasonrag.prm.cross_encoder import CrossEncoderPRM
+
+    torch.manual_seed(0)
+    return CrossEncoderPRM()
+
+
 PRMS = {
     "encoder": _encoder_prm,
+    "cross-encoder": _cross_encoder_prm,
     "transformers-token-classification": lambda: tiny_transformers_prm("token-classification"),
     "transformers-reward-token": lambda: tiny_transformers_prm("reward-token"),
     "llm-judge": scripted_judge,

@@ -2,8 +2,8 @@
 
 Rules: `min` (the seed's rule: the path whose weakest step scores best), `prod`, `mean`, `last` (PRM
 step scores aggregated), `orm` (the final step scored alone, without its path: an outcome-style judge),
-`combined` (`alpha * orm + (1 - alpha) * mean step score`) and `vote` (the most frequent answer, ties
-broken by the best `min` score). The N samples share their prefixes' work through the policy's reading
+`combined` (`alpha * orm + (1 - alpha) * mean step score`), `vote` (the most frequent answer, ties
+broken by the best `min` score) and `weighted` (votes weighted by each path's `min` score). The N samples share their prefixes' work through the policy's reading
 cache and a search cache, and are scored by the PRM as they are made.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 from reasonrag.data.rewards import aggregate, combined_reward, normalize_answer
 from reasonrag.errors import InputError
 
-SELECTORS = ("min", "prod", "mean", "last", "orm", "combined", "vote")
+SELECTORS = ("min", "prod", "mean", "last", "orm", "combined", "vote", "weighted")
 
 
 def check_selector(select: str) -> str:
@@ -33,6 +33,17 @@ def selection_scores(samples: Sequence[dict], select: str, alpha: float = 0.5) -
         counts = {k: keys.count(k) for k in keys}
         # Ties between equally frequent answers go to the better path by min step score.
         return [counts[k] + 1e-3 * (s.get("min") or 0.0) if k else 0.0 for k, s in zip(keys, samples)]
+    if select == "weighted":
+        # Score-weighted voting: an answer's votes are its samples' path scores (min of the step scores),
+        # so many weak paths to one answer can lose to a few strong ones.
+        keys = [normalize_answer(s.get("answer") or "") for s in samples]
+        for s in samples:
+            if s.get("min") is None:
+                raise InputError("selection rule 'weighted' needs step scores: give the agent a PRM")
+        mass: dict[str, float] = {}
+        for k, s in zip(keys, samples):
+            mass[k] = mass.get(k, 0.0) + float(s["min"])
+        return [mass[k] + 1e-3 * float(s["min"]) if k else 0.0 for k, s in zip(keys, samples)]
     out = []
     for s in samples:
         scores = s.get("scores") or []

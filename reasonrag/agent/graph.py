@@ -14,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from reasonrag.agent.nodes import AgentSteps, BacktrackConfig
 from reasonrag.agent.state import MAX_BACKTRACKS_BOUND, AgentState, StepScorer, recursion_limit
 from reasonrag.data.limits import MAX_BEST_OF, MAX_HOPS, MAX_K, check_range
+from reasonrag.data.types import STAGES
 from reasonrag.errors import InputError
 from reasonrag.policies.base import Policy
 
@@ -33,6 +34,9 @@ def build_agent(
     alpha: float = 0.5,
     checkpointer: Any = None,
     encoder: str | None = None,
+    critic: int = 0,
+    beam: int = 0,
+    critic_stages: tuple[str, ...] | None = None,
 ):
     """Build and compile the agent graph.
 
@@ -41,14 +45,23 @@ def build_agent(
     `prm` (any PRM) scores every step as it is made; `scorer(state, step) -> float` is the same hook as a
     plain function. With step scores, `backtrack=True` (or a `BacktrackConfig`) turns on min-step
     backtracking, and `best_of=N` samples N trajectories and keeps one by `select` (min, prod, mean,
-    last, orm, combined or vote; see `reasonrag.agent.best_of_n`). Returns a compiled LangGraph graph:
+    last, orm, combined, vote or weighted; see `reasonrag.agent.best_of_n`). PRM-guided step search:
+    `critic=N` executes the policy's N best candidates at every step and keeps the one the PRM scores
+    highest; `beam=W` keeps the W best partial paths by aggregated step score (`reasonrag.agent.beam`).
+    Returns a compiled LangGraph graph:
     `graph.invoke({"question": ...})`; it works as a subgraph of a larger graph.
     """
+    batch_scorer = None
     if prm is not None and scorer is None:
-        from reasonrag.prm.base import step_scorer
+        from reasonrag.prm.base import score_candidates, step_scorer
 
         scorer = step_scorer(prm)
+        batch_scorer = lambda state, steps: score_candidates(prm, state, steps)  # noqa: E731
     check_range("best_of", best_of, 1, MAX_BEST_OF)
+    if (critic > 1 or beam > 1) and scorer is None:
+        raise InputError("PRM-guided search (critic, beam) needs step scores: pass a prm (or scorer)")
+    if beam > 1 and best_of > 1:
+        raise InputError("beam search and best-of-N are two ways to spend samples: use one of them")
     if backtrack and scorer is None:
         raise InputError("backtracking needs step scores: pass a prm (or scorer)")
     if backtrack is True:
@@ -62,7 +75,14 @@ def build_agent(
         scorer=scorer,
         encoder=encoder,
         backtrack=backtrack or None,
+        critic=critic,
+        batch_scorer=batch_scorer,
+        critic_stages=critic_stages,
     )
+    if beam > 1:
+        from reasonrag.agent.beam import beam_graph
+
+        return beam_graph(nodes, beam, checkpointer=checkpointer)
     if best_of > 1:
         from reasonrag.agent.best_of_n import best_of_n_graph
 
@@ -125,6 +145,9 @@ def agent_steps(
     scorer: StepScorer | None = None,
     encoder: str | None = None,
     backtrack: BacktrackConfig | None = None,
+    critic: int = 0,
+    batch_scorer: Any = None,
+    critic_stages: tuple[str, ...] | None = None,
 ) -> AgentSteps:
     """The node functions `build_agent` compiles, with the same defaults (for rollouts outside the graph)."""
     from reasonrag.retrieval.retriever import as_search_backend
@@ -142,7 +165,17 @@ def agent_steps(
         from reasonrag.policies.embedded import EmbeddedPolicy
 
         policy = EmbeddedPolicy()
-    return AgentSteps(search, policy, max_hops=max_hops, k=k, scorer=scorer, backtrack=backtrack)
+    return AgentSteps(
+        search,
+        policy,
+        max_hops=max_hops,
+        k=k,
+        scorer=scorer,
+        backtrack=backtrack,
+        critic=critic,
+        batch_scorer=batch_scorer,
+        critic_stages=tuple(critic_stages or STAGES),
+    )
 
 
 def run_agent(graph, question: str, *, max_hops: int = 3, config: dict | None = None, **inputs: Any) -> dict:

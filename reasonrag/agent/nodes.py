@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from reasonrag.agent.state import (
     NOT_ENOUGH_EVIDENCE,
     RESET,
     AgentState,
+    BatchScorer,
     StepScorer,
     apply_update,
     next_node,
@@ -37,7 +37,7 @@ def _rng(state: dict, stage: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
 
 
-def _emit(payload: dict, kind: str = "step") -> None:
+def emit_event(payload: dict, kind: str = "step") -> None:
     """Send a finished step (or a backtrack) to `stream_mode="custom"` listeners, if any."""
     try:
         from langgraph.config import get_stream_writer
@@ -130,6 +130,11 @@ class AgentSteps:
 
     The compiled graph runs these; labeling (`reasonrag label`) calls them directly to roll out many
     completions from one intermediate state, so what is labeled is exactly what the agent does.
+
+    With `critic=N` (and a PRM), every stage is PRM-guided: the policy's N most probable candidate
+    actions are all executed (a search each, for retrieve), the N resulting steps are scored by the PRM
+    in one batch, and the best-scoring one is kept; the others stay in the step as `critic` alternatives
+    and, when backtracking, are the next ones tried (best score first).
     """
 
     def __init__(
@@ -141,15 +146,36 @@ class AgentSteps:
         k: int = 5,
         scorer: StepScorer | None = None,
         backtrack: BacktrackConfig | None = None,
+        critic: int = 0,
+        batch_scorer: BatchScorer | None = None,
+        critic_stages: tuple[str, ...] = STAGES,
     ) -> None:
         self.search, self.policy, self.max_hops, self.k, self.scorer = search, policy, max_hops, k, scorer
         self.backtrack_config = backtrack if scorer is not None else None
+        if critic < 0:
+            raise InputError(f"critic must be at least 0, got {critic}")
+        if critic > 1 and scorer is None and batch_scorer is None:
+            raise InputError("the critic needs step scores: pass a prm (or scorer)")
+        self.critic = int(critic)
+        self.critic_stages = tuple(critic_stages)
+        if not set(self.critic_stages) <= set(STAGES):
+            raise InputError(f"critic stages must be some of {', '.join(STAGES)}; got {critic_stages}")
+        self.batch_scorer = batch_scorer or (
+            (lambda state, steps: [float(scorer(state, s)) for s in steps]) if scorer is not None else None
+        )
+        self.prm_calls = 0  # candidate steps scored by the critic (beside one score per step taken)
 
     # -- shared by the three stages ----------------------------------------------------------------------
-    def _pick(
-        self, state: dict, stage: str, propose: Callable[[], list[Candidate]]
-    ) -> tuple[list, int, list]:
-        """The candidates and the chosen index: forced by a backtrack, else proposed and chosen."""
+    def propose(self, state: dict, stage: str) -> list[Candidate]:
+        """The policy's candidates for `stage`; at the last hop only answers (or "not enough") are left."""
+        cands = self.policy.propose(stage, state)
+        if stage == "synthesize" and state["hop"] + 1 >= state["max_hops"]:
+            final = [c for c in cands if c.action.get("type") != "continue"]
+            cands = final or [Candidate("synthesize", NOT_ENOUGH_EVIDENCE, {"type": "insufficient"}, 1.0)]
+        return cands
+
+    def _pick(self, state: dict, stage: str) -> tuple[list, int, list, bool]:
+        """The candidates, the chosen index, the tried indices, and whether a backtrack forced the choice."""
         forced = state.get("forced")
         if (
             forced
@@ -157,20 +183,114 @@ class AgentSteps:
             and forced.get("step_index") == len(state.get("steps") or [])
         ):
             cands = [Candidate(stage, c["text"], c["action"], c["prob"]) for c in forced["candidates"]]
-            return cands, int(forced["index"]), list(forced["tried"])
-        cands = propose()
+            return cands, int(forced["index"]), list(forced["tried"]), True
+        cands = self.propose(state, stage)
         idx = choose(cands, state["mode"], _rng(state, stage))
-        return cands, idx, [idx]
+        return cands, idx, [idx], False
+
+    def _execute(self, state: dict, stage: str, cand: Candidate) -> tuple[Any, dict]:
+        """Carry out one candidate action: what came back (the observation) and the state update."""
+        action = cand.action
+        if stage == "retrieve":
+            queries = action.get("queries") or [action.get("query", cand.text)]
+            hits = merged_search(self.search, queries, state["k"], set(state["seen"]))
+            passages = [
+                {
+                    "id": h.passage.id,
+                    "title": h.passage.title,
+                    "sentences": list(h.passage.sentences),
+                    "score": round(float(h.score), 4),
+                    "hop": state["hop"],
+                }
+                for h in hits
+            ]
+            observation = [
+                {"id": p["id"], "title": p["title"], "score": p["score"], "text": _lead(p["sentences"])}
+                for p in passages
+            ]
+            update = {
+                "retrieved": state["retrieved"] + passages,
+                "seen": state["seen"] + [p["id"] for p in passages],
+            }
+            return observation, update
+        if stage == "extract":
+            kept = [dict(s, hop=state["hop"]) for s in action.get("sentences", [])]
+            observation = [
+                {
+                    "passage_id": s["passage_id"],
+                    "sentence_index": s["sentence_index"],
+                    "title": s["title"],
+                    "text": s["text"],
+                    "score": s.get("score"),
+                }
+                for s in kept
+            ]
+            return observation, {"evidence": state["evidence"] + kept}
+        if action.get("type") == "continue":
+            return "another hop", {"hop": state["hop"] + 1, "status": "running"}
+        if action.get("type") == "answer" and action.get("answer"):
+            return action["answer"], {"answer": action["answer"], "status": "answered"}
+        return NOT_ENOUGH_EVIDENCE, {"answer": NOT_ENOUGH_EVIDENCE, "status": "insufficient"}
+
+    def expand(self, state: dict, stage: str, n: int, cands: list[Candidate] | None = None) -> list[dict]:
+        """The `n` most probable candidates of `stage`, each executed: `{"index", "step", "update"}` each.
+
+        The building block of PRM-guided search (the critic here, beam search in `reasonrag.agent.beam`)
+        and of labeling alternatives: nothing is scored or chosen.
+        """
+        t0 = time.perf_counter()
+        cands = cands if cands is not None else self.propose(state, stage)
+        top = sorted(range(len(cands)), key=lambda i: (-cands[i].prob, i))[: max(n, 1)]
+        out = []
+        for i in top:
+            observation, update = self._execute(state, stage, cands[i])
+            out.append({"index": i, "step": _step(state, stage, cands, i, observation, t0), "update": update})
+        return out
+
+    def _node(self, state: dict, stage: str) -> dict:
+        t0 = time.perf_counter()
+        cands, idx, tried, forced = self._pick(state, stage)
+        if self.critic > 1 and stage in self.critic_stages and not forced and len(cands) > 1:
+            options = self.expand(state, stage, self.critic, cands)
+            scores = self.batch_scorer(state, [o["step"] for o in options])
+            self.prm_calls += len(options)
+            best = max(range(len(options)), key=lambda j: (scores[j], -j))
+            chosen = options[best]
+            step, update = chosen["step"], chosen["update"]
+            step["score"] = float(scores[best])
+            step["critic"] = [
+                {
+                    "text": cands[o["index"]].text,
+                    "prob": round(cands[o["index"]].prob, 6),
+                    "score": round(float(sc), 4),
+                }
+                for o, sc in zip(options, scores)
+            ]
+            critic_scores = {o["index"]: float(sc) for o, sc in zip(options, scores)}
+            return self._record(state, step, cands, [chosen["index"]], dict(update), critic_scores)
+        observation, update = self._execute(state, stage, cands[idx])
+        return self._record(
+            state, _step(state, stage, cands, idx, observation, t0), cands, tried, dict(update)
+        )
 
     def _record(
-        self, state: dict, step: dict, cands: list[Candidate], tried: list[int], update: dict
+        self,
+        state: dict,
+        step: dict,
+        cands: list[Candidate],
+        tried: list[int],
+        update: dict,
+        critic_scores: dict[int, float] | None = None,
     ) -> dict:
         """Score the step, announce it, and (when backtracking) note the branch point it was."""
-        if self.scorer is not None:
+        if self.scorer is not None and step.get("score") is None:
             step["score"] = float(self.scorer(state, step))
-        _emit(step)
+        emit_event(step)
         update["steps"] = [step]
         if self.backtrack_config is not None:
+            records = [{"text": c.text, "action": c.action, "prob": c.prob} for c in cands]
+            for i, sc in (critic_scores or {}).items():
+                records[i]["critic_score"] = sc
             update["branches"] = [
                 {
                     "step_index": len(state.get("steps") or []),
@@ -183,12 +303,20 @@ class AgentSteps:
                         "answer": state.get("answer", ""),
                         "status": state.get("status", "running"),
                     },
-                    "candidates": [{"text": c.text, "action": c.action, "prob": c.prob} for c in cands],
+                    "candidates": records,
                     "tried": tried,
                 }
             ]
             update["forced"] = None
             update["trace"] = [{"event": "step", **step}]
+        if (
+            step["stage"] == "synthesize"
+            and self.backtrack_config is not None
+            and update.get("status") != "running"
+        ):
+            score = self.path_score(list(state.get("steps") or []) + [step])
+            update["finished"] = [{"answer": update["answer"], "status": update["status"], "score": score}]
+            update["path_score"] = score
         return update
 
     def start(self, state: AgentState) -> dict:
@@ -214,80 +342,13 @@ class AgentSteps:
         }
 
     def retrieve(self, state: AgentState) -> dict:
-        t0 = time.perf_counter()
-        cands, idx, tried = self._pick(state, "retrieve", lambda: self.policy.propose("retrieve", state))
-        action = cands[idx].action
-        queries = action.get("queries") or [action.get("query", cands[idx].text)]
-        hits = merged_search(self.search, queries, state["k"], set(state["seen"]))
-        passages = [
-            {
-                "id": h.passage.id,
-                "title": h.passage.title,
-                "sentences": list(h.passage.sentences),
-                "score": round(float(h.score), 4),
-                "hop": state["hop"],
-            }
-            for h in hits
-        ]
-        observation = [
-            {"id": p["id"], "title": p["title"], "score": p["score"], "text": _lead(p["sentences"])}
-            for p in passages
-        ]
-        update = {
-            "retrieved": state["retrieved"] + passages,
-            "seen": state["seen"] + [p["id"] for p in passages],
-        }
-        return self._record(
-            state, _step(state, "retrieve", cands, idx, observation, t0), cands, tried, update
-        )
+        return self._node(state, "retrieve")
 
     def extract(self, state: AgentState) -> dict:
-        t0 = time.perf_counter()
-        cands, idx, tried = self._pick(state, "extract", lambda: self.policy.propose("extract", state))
-        kept = [dict(s, hop=state["hop"]) for s in cands[idx].action.get("sentences", [])]
-        observation = [
-            {
-                "passage_id": s["passage_id"],
-                "sentence_index": s["sentence_index"],
-                "title": s["title"],
-                "text": s["text"],
-                "score": s.get("score"),
-            }
-            for s in kept
-        ]
-        update = {"evidence": state["evidence"] + kept}
-        return self._record(state, _step(state, "extract", cands, idx, observation, t0), cands, tried, update)
-
-    def _answer_candidates(self, state: dict) -> list[Candidate]:
-        cands = self.policy.propose("synthesize", state)
-        if (
-            state["hop"] + 1 >= state["max_hops"]
-        ):  # the budget is spent: an answer (or "not enough") is forced
-            final = [c for c in cands if c.action.get("type") != "continue"]
-            cands = final or [Candidate("synthesize", NOT_ENOUGH_EVIDENCE, {"type": "insufficient"}, 1.0)]
-        return cands
+        return self._node(state, "extract")
 
     def synthesize(self, state: AgentState) -> dict:
-        t0 = time.perf_counter()
-        cands, idx, tried = self._pick(state, "synthesize", lambda: self._answer_candidates(state))
-        action = cands[idx].action
-        update: dict[str, Any] = {}
-        if action.get("type") == "continue":
-            update.update(hop=state["hop"] + 1, status="running")
-            observation = "another hop"
-        elif action.get("type") == "answer" and action.get("answer"):
-            update.update(answer=action["answer"], status="answered")
-            observation = action["answer"]
-        else:
-            update.update(answer=NOT_ENOUGH_EVIDENCE, status="insufficient")
-            observation = NOT_ENOUGH_EVIDENCE
-        step = _step(state, "synthesize", cands, idx, observation, t0)
-        update = self._record(state, step, cands, tried, update)
-        if self.backtrack_config is not None and update.get("status") != "running":
-            score = self.path_score(list(state.get("steps") or []) + [step])
-            update["finished"] = [{"answer": update["answer"], "status": update["status"], "score": score}]
-            update["path_score"] = score
-        return update
+        return self._node(state, "synthesize")
 
     # -- backtracking ------------------------------------------------------------------------------------
     def path_score(self, steps: list[dict]) -> float | None:
@@ -333,7 +394,14 @@ class AgentSteps:
         untried = self._untried(branch)
         if not untried:
             raise InputError(f"step {branch['step_index'] + 1} has no untried action left")
-        j = max(untried, key=lambda i: branch["candidates"][i]["prob"])
+        # The critic's scores, where it scored the candidates, rank them; else the policy's probabilities.
+        j = max(
+            untried,
+            key=lambda i: (
+                branch["candidates"][i].get("critic_score", -1.0),
+                branch["candidates"][i]["prob"],
+            ),
+        )
         steps = state.get("steps") or []
         cut = branch["step_index"]
         score = self.path_score(steps)
@@ -353,7 +421,7 @@ class AgentSteps:
             "path_score": score,
             "now_trying": branch["candidates"][j]["text"],
         }
-        _emit(event, "backtrack")
+        emit_event(event, "backtrack")
         return {
             "steps": {"truncate": cut, "add": []},
             "branches": {"truncate": bi, "add": []},

@@ -57,6 +57,8 @@ class AgentState(TypedDict, total=False):
 
 
 StepScorer = Callable[[dict, dict], float]
+# Several candidate next steps of one state scored together (one PRM call): the critic's and beam's hook.
+BatchScorer = Callable[[dict, list], list]
 
 
 def next_node(state: dict) -> str | None:

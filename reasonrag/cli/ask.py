@@ -26,7 +26,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     if args.json:
         steps = [
-            {k: s[k] for k in ("stage", "hop", "action", "prob", "score", "observation", "candidates")}
+            {
+                k: s.get(k)
+                for k in ("stage", "hop", "action", "prob", "score", "observation", "candidates", "critic")
+            }
             for s in state["steps"]
         ]
         print(

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from reasonrag.agent.chat_session import PROMPT, ChatSession
 from reasonrag.cli.checks import check_agent_options
-from reasonrag.cli.options import add_agent_options, load_agent_prm, make_policy, make_retriever
+from reasonrag.cli.options import (
+    add_agent_options,
+    check_search_options,
+    load_agent_prm,
+    make_policy,
+    make_retriever,
+)
 from reasonrag.errors import InputError
 
 if TYPE_CHECKING:
@@ -79,11 +85,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from reasonrag.agent.graph import agent_steps
     from reasonrag.agent.nodes import BacktrackConfig
     from reasonrag.data.corpus import Corpus
-    from reasonrag.prm.base import step_scorer
+    from reasonrag.prm.base import score_candidates, step_scorer
     from reasonrag.retrieval.index import default_cache_dir
 
-    if args.best_of != 1:
-        raise InputError("chat follows one trajectory at a time: --best-of is for ask and eval")
+    if args.best_of != 1 or args.beam > 1:
+        raise InputError(
+            "chat follows one trajectory at a time: --best-of and --beam are for ask and eval "
+            "(--critic N works here)"
+        )
+    check_search_options(args)
     if args.session is not None and not args.session.strip():
         raise InputError("--session needs an id, e.g. --session 3f2a9c1d")
     check_agent_options(args)
@@ -107,6 +117,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         k=args.k,
         scorer=step_scorer(prm) if prm is not None else None,
         backtrack=backtrack,
+        critic=args.critic,
+        critic_stages=tuple(args.critic_stages),
+        batch_scorer=(lambda state, steps: score_candidates(prm, state, steps)) if prm is not None else None,
     )
     db = Path(args.db) if args.db else default_cache_dir() / "chat.sqlite"
     inputs = {"mode": "sample" if args.sample else "greedy", "seed": args.seed}

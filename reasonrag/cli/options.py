@@ -119,9 +119,31 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         help=f"sample N trajectories and keep one, 1 to {MAX_BEST_OF} (default: 1)",
     )
     g.add_argument(
+        "--critic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="PRM-guided steps: execute the policy's N best candidates at every step and keep the one the "
+        "PRM scores highest (default: 0, off)",
+    )
+    g.add_argument(
+        "--critic-stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=STAGES,
+        help="stages the critic chooses in (default: all three; synthesize alone re-ranks the answers)",
+    )
+    g.add_argument(
+        "--beam",
+        type=int,
+        default=0,
+        metavar="W",
+        help="PRM beam search: keep the W best partial paths by aggregated step score (default: 0, off)",
+    )
+    g.add_argument(
         "--select",
         default="min",
-        choices=["min", "prod", "mean", "last", "orm", "combined", "vote"],
+        choices=["min", "prod", "mean", "last", "orm", "combined", "vote", "weighted"],
         help="how --best-of keeps a trajectory (default: min, the weakest step scores best)",
     )
     g.add_argument(
@@ -166,6 +188,53 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(agent_options=[action.dest for action in g._group_actions])
 
 
+def add_scale_options(p: argparse.ArgumentParser) -> None:
+    """--concurrency, --ray, --ray-address and --workers: how many questions run at once, and where."""
+    g = p.add_argument_group("scale out")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N questions at once on threads (default: 1); pays off when the policy waits on a model "
+        "server (--llm); the embedded policy and PRM run one call at a time behind a lock",
+    )
+    g.add_argument(
+        "--ray",
+        action="store_true",
+        help='run the questions on a local Ray cluster, one agent per worker (pip install "reasonrag[ray]")',
+    )
+    g.add_argument(
+        "--ray-address", default=None, metavar="ADDR", help="join the Ray cluster at ADDR (implies --ray)"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Ray workers (default: one per CPU of the cluster)",
+    )
+
+
+def ray_options(args: argparse.Namespace):
+    """The RayOptions the scale-out options ask for, or None; the option checks come first, before any model
+    loads (a missing Ray is a MISSING_DEPENDENCY error)."""
+    from reasonrag.parallel.ray_pool import RayOptions, import_ray
+    from reasonrag.parallel.threads import check_concurrency
+
+    check_concurrency(args.concurrency)
+    wants_ray = bool(args.ray or args.ray_address)
+    if args.workers is not None and not wants_ray:
+        raise InputError("--workers is the number of Ray workers: give it with --ray or --ray-address")
+    if not wants_ray:
+        return None
+    if args.concurrency > 1:
+        raise InputError("give --ray (workers on a cluster) or --concurrency (threads here), not both")
+    options = RayOptions(address=args.ray_address, workers=args.workers)
+    import_ray()
+    return options
+
+
 def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
     """What decides the agent's answers: the corpus (name and checksum) and every agent option, as JSON."""
     setting = {dest: getattr(args, dest, None) for dest in getattr(args, "agent_options", [])}
@@ -173,15 +242,26 @@ def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
     return json.loads(json.dumps(setting, default=str))
 
 
-def build_agent_from_args(args: argparse.Namespace, corpus=None):
-    """The corpus (loaded unless given) and the compiled agent the options describe."""
+def build_agent_from_args(args: argparse.Namespace, corpus=None, *, concurrent: bool = False):
+    """The corpus (loaded unless given) and the compiled agent the options describe.
+
+    `concurrent`: the agent will run many questions at once on threads, so the retriever, policy and PRM
+    that are not thread-safe go behind one shared lock (they share the encoder and its tokenizer)."""
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
 
+    check_search_options(args)
     corpus = corpus if corpus is not None else Corpus.load(args.corpus)
     retriever = make_retriever(args, corpus)
     policy = make_policy(args)
     prm = load_agent_prm(args)
+    if concurrent:
+        import threading
+
+        from reasonrag.parallel.threads import locked
+
+        lock = threading.RLock()
+        retriever, policy, prm = (locked(x, lock) for x in (retriever, policy, prm))
     backtrack = None
     want_backtrack = args.backtrack if args.backtrack is not None else (prm is not None and DEFAULT_BACKTRACK)
     if want_backtrack:
@@ -206,6 +286,9 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None):
         backtrack=backtrack,
         best_of=args.best_of,
         select=args.select,
+        critic=args.critic,
+        beam=args.beam,
+        critic_stages=tuple(args.critic_stages),
         alpha=args.alpha,
     )
     return corpus, graph
@@ -351,3 +434,17 @@ def select_questions(args: argparse.Namespace, corpus) -> list:
                 f"question {q.id!r} has {len(q.question)} characters; the most is {MAX_QUESTION_CHARS}"
             )
     return questions
+
+
+MAX_CRITIC = 16
+
+
+def check_search_options(args: argparse.Namespace) -> None:
+    """--critic and --beam: bounded, and only with step scores (before any model loads)."""
+    for name, value, top in (("--critic", args.critic, MAX_CRITIC), ("--beam", args.beam, MAX_CRITIC)):
+        if not 0 <= value <= top:
+            raise InputError(f"{name} must lie in 0..{top}, got {value}")
+    if (args.critic > 1 or args.beam > 1) and getattr(args, "no_prm", False):
+        raise InputError("--critic and --beam rank candidates by PRM score: drop --no-prm")
+    if args.beam > 1 and args.best_of > 1:
+        raise InputError("--beam and --best-of are two ways to spend samples: give one of them")

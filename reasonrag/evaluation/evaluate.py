@@ -6,13 +6,16 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reasonrag.agent.graph import run_agent
 from reasonrag.data.rewards import cover_em, exact_match, f1_score
 from reasonrag.data.types import Question
+from reasonrag.errors import InputError
+from reasonrag.parallel.ray_pool import RayOptions
 
 
 def retrieval_recall(question: Question, state: dict) -> float | None:
@@ -48,11 +51,21 @@ def trajectory_record(question: Question, state: dict, seconds: float) -> dict[s
         "hops": sum(1 for s in state.get("steps", []) if s["stage"] == "retrieve"),
         "status": state.get("status"),
         "backtracks": state.get("backtracks", 0),
-        "nodes": state.get("nodes")
-        or len(state.get("steps", [])) + sum(len(a["steps"]) for a in state.get("abandoned") or []),
+        "nodes": state.get("nodes") or sum(len(s.get("critic") or [None]) for s in _all_steps(state)),
+        "prm_calls": state.get("prm_calls") or sum(_prm_calls(s) for s in _all_steps(state)),
         "seconds": round(seconds, 4),
         "steps": state.get("steps", []),
     }
+
+
+def _all_steps(state: dict) -> list[dict]:
+    """The path's steps and every abandoned one: all the node executions a question cost."""
+    return list(state.get("steps", [])) + [s for a in state.get("abandoned") or [] for s in a["steps"]]
+
+
+def _prm_calls(step: dict) -> int:
+    """Step scores computed for a step: each critic candidate, else the step itself if it was scored."""
+    return len(step.get("critic") or []) or int(step.get("score") is not None)
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -82,6 +95,10 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "backtrack_rate": _mean(float(r.get("backtracks", 0) > 0) for r in records),
         "mean_backtracks": round(sum(r.get("backtracks", 0) for r in records) / max(len(records), 1), 3),
         "nodes_per_question": round(sum(r.get("nodes", 0) for r in records) / max(len(records), 1), 2),
+        "prm_calls_per_question": round(
+            sum(r.get("prm_calls", 0) for r in records) / max(len(records), 1), 2
+        ),
+        "seconds_per_question": round(sum(latencies) / max(len(records), 1), 4),
         "latency_p50_s": round(_percentile(latencies, 50), 4),
         "latency_p95_s": round(_percentile(latencies, 95), 4),
     }
@@ -100,6 +117,19 @@ def answer_question(
     t0 = time.perf_counter()
     state = run_agent(graph, question.question, max_hops=max_hops, **(inputs or {}))
     return trajectory_record(question, state, time.perf_counter() - t0)
+
+
+@dataclass
+class EvalWorker:
+    """What answers questions: a compiled agent and how to run it (one per thread, or per Ray actor)."""
+
+    graph: Any
+    max_hops: int = 3
+    inputs: dict[str, Any] | None = None
+
+
+def answer_one(worker: EvalWorker, question: Question) -> dict[str, Any]:
+    return answer_question(worker.graph, question, max_hops=worker.max_hops, inputs=worker.inputs)
 
 
 def summarise_run(records: list[dict[str, Any]], questions: list[Question]) -> dict[str, Any]:
@@ -127,16 +157,25 @@ def evaluate(
     progress: bool = True,
     inputs: dict[str, Any] | None = None,
     setting: dict[str, Any] | None = None,
+    concurrency: int = 1,
+    ray: RayOptions | None = None,
+    ray_worker: Callable[[], EvalWorker] | None = None,
 ) -> dict[str, Any]:
     """Run the agent on every question and summarise.
 
     With `predictions`, each record is appended to that JSONL file as soon as it is made; questions the
     file already answers (made with the same `setting`, see `reasonrag.evaluation.predictions`) are not
     run again, and the summary is computed from the file, so an interrupted run resumes where it stopped.
+
+    `concurrency` > 1 answers that many questions at once on threads sharing `graph` (whose components
+    must then be thread-safe or locked: `reasonrag.parallel.threads.locked`); `ray` answers them on a Ray
+    cluster, each actor building its own agent with `ray_worker()`. Records are written as they finish,
+    in any order; the summary does not depend on it.
     """
     from tqdm import tqdm
 
     from reasonrag.evaluation.predictions import appending, check_predictions_path, read_predictions
+    from reasonrag.parallel import ray_pool, threads
 
     setting = dict(setting or {})
     done: dict[str, dict[str, Any]] = {}
@@ -146,13 +185,23 @@ def evaluate(
     wanted = {q.id for q in questions}
     records = [r for qid, r in done.items() if qid in wanted]
     todo = [q for q in questions if q.id not in done]
-    bar = tqdm(todo, desc="eval", unit="q", disable=not progress, file=sys.stderr)
+    if ray is not None:
+        if ray_worker is None:
+            raise InputError(
+                "evaluating on Ray needs ray_worker: a picklable function that builds an EvalWorker"
+            )
+        results = ray_pool.map_unordered(answer_one, todo, ray_worker, ray)
+    else:
+        worker = EvalWorker(graph, max_hops, inputs)
+        results = threads.map_unordered(answer_one, todo, lambda: worker, concurrency)
+    bar = tqdm(total=len(todo), desc="eval", unit="q", disable=not progress, file=sys.stderr)
     with appending(predictions, setting) as write:
-        for q in bar:
-            record = answer_question(graph, q, max_hops=max_hops, inputs=inputs)
+        for _, record in results:
             write(record)
             records.append(record)
+            bar.update(1)
             bar.set_postfix(em=f"{_mean(r['em'] for r in records):.1f}")
+    bar.close()
     if predictions is not None:
         records = list(read_predictions(predictions, setting, questions).values())
     summary = summarise_run([r for r in records if r["id"] in wanted], questions)

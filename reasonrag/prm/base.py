@@ -115,7 +115,19 @@ def step_scorer(prm: PRM):
     """The `scorer(state, step)` hook of `build_agent`: the new step scored in the light of the path so far."""
 
     def scorer(state: Mapping[str, Any], step: Mapping[str, Any]) -> float:
-        traj = {"question": state["question"], "steps": list(state.get("steps") or []) + [step]}
-        return float(prm.score([traj])[0][-1])
+        return score_candidates(prm, state, [step])[0]
 
     return scorer
+
+
+def score_candidates(prm: PRM, state: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Each of several candidate next steps of one state, scored after the path so far, in one call.
+
+    PRMs that can score only the last step of each trajectory (`score_last`) do so; others score the
+    whole trajectories and the last score is kept.
+    """
+    path = list(state.get("steps") or [])
+    trajectories = [{"question": state["question"], "steps": path + [dict(s)]} for s in steps]
+    if hasattr(prm, "score_last"):
+        return [float(x) for x in prm.score_last(trajectories)]
+    return [float(s[-1]) for s in prm.score(trajectories)]

@@ -1,4 +1,4 @@
-"""Load a PRM directory by the kind its manifest names: encoder, transformers, LLM judge."""
+"""Load a PRM directory by the kind its manifest names: encoder, cross-encoder, transformers, LLM judge."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def load_prm(path: str | Path | None = None, *, encoder_name: str | None = None)
         from reasonrag.prm.encoder_prm import EncoderPRM
 
         return EncoderPRM.load(path, encoder_name=encoder_name)
+    if kind == "reasonrag-cross-encoder-prm":
+        from reasonrag.prm.cross_encoder import CrossEncoderPRM
+
+        return CrossEncoderPRM.load(path, encoder_name=encoder_name)
     if kind == "reasonrag-transformers-prm":
         from reasonrag.prm.transformers_prm import TransformersPRM
 
