@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +123,27 @@ def harbor_lights_agent(answers: tuple[str, ...] = ("Enugu",)) -> Callable[[str,
         return "<score>5</score>"
 
     return respond
+
+
+def plain_agent(stage: str, text: str, index: int) -> str:
+    """A policy for any corpus whose reply is a function of the prompt alone (so runs in any order agree):
+    search the question, cite the first two new sentences, answer with the first kept sentence's title."""
+    if stage == "retrieve":
+        return f"<query>{re.search(r'Question: <data>(.*?)</data>', text).group(1)}</query>"
+    if stage == "extract":
+        return "<evidence>[1] [2]</evidence>" if numbered(text) else "<evidence>none</evidence>"
+    first = re.search(r"^\(1\) (.*?):", evidence_lines(text), re.M)
+    return f"<answer>{first.group(1) if first else 'unknown'}</answer>"
+
+
+def sleeping(respond: Callable[[str, str, int], str], seconds: float) -> Callable[[str, str, int], str]:
+    """`respond` after a pause of `seconds` per request, as a model server's latency (concurrency tests)."""
+
+    def slow(stage: str, text: str, index: int) -> str:
+        time.sleep(seconds)
+        return respond(stage, text, index)
+
+    return slow
 
 
 def hashed_judge(stage: str, text: str, index: int) -> str:

@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reasonrag"
 RANK = {
     "errors": 0,
     "data": 1,
+    "parallel": 1,
     "retrieval": 2,
     "llm": 2,
     "policies": 3,

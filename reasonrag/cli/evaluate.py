@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from typing import Any
 
 from reasonrag.cli.options import (
     add_agent_options,
     add_question_options,
+    add_scale_options,
     agent_setting,
     build_agent_from_args,
+    quiet_libraries,
+    ray_options,
     run_inputs,
     select_questions,
 )
+
+
+def eval_worker(args: argparse.Namespace):
+    """The agent the options describe, built inside a Ray actor (which loads the corpus and models itself)."""
+    from reasonrag.evaluation.evaluate import EvalWorker
+
+    quiet_libraries()
+    _, graph = build_agent_from_args(args)
+    return EvalWorker(graph, args.max_hops, run_inputs(args))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -27,7 +40,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     setting = agent_setting(args, corpus)
     if args.predictions:
         read_predictions(check_predictions_path(args.predictions), setting, questions)
-    _, graph = build_agent_from_args(args, corpus)
+    ray = ray_options(args)
+    graph = None  # on Ray every worker builds its own agent; this process only writes the predictions
+    if ray is None:
+        _, graph = build_agent_from_args(args, corpus, concurrent=args.concurrency > 1)
     summary = evaluate(
         graph,
         questions,
@@ -36,6 +52,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         inputs=run_inputs(args),
         setting=setting,
+        concurrency=args.concurrency,
+        ray=ray,
+        ray_worker=partial(eval_worker, args) if ray is not None else None,
     )
     summary.update(corpus=corpus.name, split=args.split, max_hops=args.max_hops, k=args.k)
     if args.json:
@@ -82,6 +101,7 @@ def add_parser(sub: Any) -> None:
         help="append each question's prediction and trajectory to this JSONL file as it is made; rerun "
         "the same command to resume after an interruption (the summary is computed from the file)",
     )
+    add_scale_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)

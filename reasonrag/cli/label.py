@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from typing import Any
 
 from reasonrag.cli.options import (
     add_agent_options,
     add_question_options,
+    add_scale_options,
     make_policy,
     make_retriever,
+    quiet_libraries,
+    ray_options,
     select_questions,
 )
 
 
-def cmd_label(args: argparse.Namespace) -> int:
-    from reasonrag.agent.nodes import AgentSteps
-    from reasonrag.data.corpus import Corpus
-    from reasonrag.retrieval.retriever import as_search_backend
-    from reasonrag.training.labeling import CachedSearch, LabelConfig, Labeler, label_questions
+def label_config(args: argparse.Namespace):
+    from reasonrag.training.labeling import LabelConfig
 
-    config = LabelConfig(
+    return LabelConfig(
         trajectories=args.trajectories,
         completions=args.completions,
         gamma=args.gamma,
@@ -33,8 +34,18 @@ def cmd_label(args: argparse.Namespace) -> int:
         k=args.k,
         seed=args.seed,
     )
-    corpus = Corpus.load(args.corpus)
-    questions = select_questions(args, corpus)
+
+
+def label_worker(args: argparse.Namespace, corpus=None):
+    """Everything that labels a question, from the options: here, or inside a Ray actor (which calls it
+    with the options alone and loads the corpus and models itself)."""
+    from reasonrag.agent.nodes import AgentSteps
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.retrieval.retriever import as_search_backend
+    from reasonrag.training.labeling import CachedSearch, Labeler, LabelWorker
+
+    quiet_libraries()
+    corpus = corpus if corpus is not None else Corpus.load(args.corpus)
     search = CachedSearch(as_search_backend(make_retriever(args, corpus)))
     policy = make_policy(args)
     judge = None
@@ -42,9 +53,34 @@ def cmd_label(args: argparse.Namespace) -> int:
         from reasonrag.prm.judge import llm_judge
 
         judge = llm_judge(args.judge)
-    labeler = Labeler(AgentSteps(search, policy, max_hops=args.max_hops, k=args.k), config)
+    labeler = Labeler(AgentSteps(search, policy, max_hops=args.max_hops, k=args.k), label_config(args))
+    return LabelWorker(labeler, judge, corpus.name)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from reasonrag.data.corpus import Corpus
+    from reasonrag.training.labeling import Labeler, label_questions
+
+    config = label_config(args)
+    ray = ray_options(args)
+    corpus = Corpus.load(args.corpus)
+    questions = select_questions(args, corpus)
+    if ray is not None:  # the actors load the models; this process only writes the file
+        worker = None
+        labeler, judge = Labeler(None, config), None
+    else:
+        worker = label_worker(args, corpus)
+        labeler, judge = worker.labeler, worker.judge
     summary = label_questions(
-        labeler, questions, args.out, corpus=corpus.name, progress=not args.no_progress, judge=judge
+        labeler,
+        questions,
+        args.out,
+        corpus=corpus.name,
+        progress=not args.no_progress,
+        judge=judge,
+        concurrency=args.concurrency,
+        ray=ray,
+        ray_worker=partial(label_worker, args) if ray is not None else None,
     )
     if args.json:
         print(json.dumps(summary))
@@ -65,7 +101,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         f"  reader windows computed {summary['reader_windows_computed']} of {summary['reader_windows_requested']} "
         f"asked; searches computed {summary['searches_computed']} of {summary['searches_requested']}"
     )
-    print(f"  {summary['seconds']}s, {summary['rollouts_per_second']} rollouts/s")
+    where = f"{summary['workers']} Ray worker(s)" if summary["on_ray"] else f"{summary['workers']} at a time"
+    print(f"  {summary['seconds']}s, {summary['rollouts_per_second']} rollouts/s, {where}")
     versus = summary.get("judge_vs_mc")
     if versus and versus.get("steps"):
         auc = "-" if versus["auroc"] is None else f"{versus['auroc']:.3f}"
@@ -118,6 +155,7 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="success when the metric reaches this (default: 1; f1: 0.5)",
     )
+    add_scale_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(func=cmd_label)

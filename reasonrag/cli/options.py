@@ -157,6 +157,53 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(agent_options=[action.dest for action in g._group_actions])
 
 
+def add_scale_options(p: argparse.ArgumentParser) -> None:
+    """--concurrency, --ray, --ray-address and --workers: how many questions run at once, and where."""
+    g = p.add_argument_group("scale out")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N questions at once on threads (default: 1); pays off when the policy waits on a model "
+        "server (--llm); the embedded policy and PRM run one call at a time behind a lock",
+    )
+    g.add_argument(
+        "--ray",
+        action="store_true",
+        help='run the questions on a local Ray cluster, one agent per worker (pip install "reasonrag[ray]")',
+    )
+    g.add_argument(
+        "--ray-address", default=None, metavar="ADDR", help="join the Ray cluster at ADDR (implies --ray)"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Ray workers (default: one per CPU of the cluster)",
+    )
+
+
+def ray_options(args: argparse.Namespace):
+    """The RayOptions the scale-out options ask for, or None; the option checks come first, before any model
+    loads (a missing Ray is a MISSING_DEPENDENCY error)."""
+    from reasonrag.parallel.ray_pool import RayOptions, import_ray
+    from reasonrag.parallel.threads import check_concurrency
+
+    check_concurrency(args.concurrency)
+    wants_ray = bool(args.ray or args.ray_address)
+    if args.workers is not None and not wants_ray:
+        raise InputError("--workers is the number of Ray workers: give it with --ray or --ray-address")
+    if not wants_ray:
+        return None
+    if args.concurrency > 1:
+        raise InputError("give --ray (workers on a cluster) or --concurrency (threads here), not both")
+    options = RayOptions(address=args.ray_address, workers=args.workers)
+    import_ray()
+    return options
+
+
 def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
     """What decides the agent's answers: the corpus (name and checksum) and every agent option, as JSON."""
     setting = {dest: getattr(args, dest, None) for dest in getattr(args, "agent_options", [])}
@@ -164,8 +211,11 @@ def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
     return json.loads(json.dumps(setting, default=str))
 
 
-def build_agent_from_args(args: argparse.Namespace, corpus=None):
-    """The corpus (loaded unless given) and the compiled agent the options describe."""
+def build_agent_from_args(args: argparse.Namespace, corpus=None, *, concurrent: bool = False):
+    """The corpus (loaded unless given) and the compiled agent the options describe.
+
+    `concurrent`: the agent will run many questions at once on threads, so the retriever, policy and PRM
+    that are not thread-safe go behind one shared lock (they share the encoder and its tokenizer)."""
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
 
@@ -174,6 +224,13 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None):
     retriever = make_retriever(args, corpus)
     policy = make_policy(args)
     prm = load_agent_prm(args)
+    if concurrent:
+        import threading
+
+        from reasonrag.parallel.threads import locked
+
+        lock = threading.RLock()
+        retriever, policy, prm = (locked(x, lock) for x in (retriever, policy, prm))
     backtrack = None
     want_backtrack = args.backtrack if args.backtrack is not None else (prm is not None and DEFAULT_BACKTRACK)
     if want_backtrack:

@@ -6,13 +6,16 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reasonrag.agent.graph import run_agent
 from reasonrag.data.rewards import cover_em, exact_match, f1_score
 from reasonrag.data.types import Question
+from reasonrag.errors import InputError
+from reasonrag.parallel.ray_pool import RayOptions
 
 
 def retrieval_recall(question: Question, state: dict) -> float | None:
@@ -116,6 +119,19 @@ def answer_question(
     return trajectory_record(question, state, time.perf_counter() - t0)
 
 
+@dataclass
+class EvalWorker:
+    """What answers questions: a compiled agent and how to run it (one per thread, or per Ray actor)."""
+
+    graph: Any
+    max_hops: int = 3
+    inputs: dict[str, Any] | None = None
+
+
+def answer_one(worker: EvalWorker, question: Question) -> dict[str, Any]:
+    return answer_question(worker.graph, question, max_hops=worker.max_hops, inputs=worker.inputs)
+
+
 def summarise_run(records: list[dict[str, Any]], questions: list[Question]) -> dict[str, Any]:
     """The summary of a run: `summarise`, plus PRM AUROC when the steps were scored.
 
@@ -141,16 +157,25 @@ def evaluate(
     progress: bool = True,
     inputs: dict[str, Any] | None = None,
     setting: dict[str, Any] | None = None,
+    concurrency: int = 1,
+    ray: RayOptions | None = None,
+    ray_worker: Callable[[], EvalWorker] | None = None,
 ) -> dict[str, Any]:
     """Run the agent on every question and summarise.
 
     With `predictions`, each record is appended to that JSONL file as soon as it is made; questions the
     file already answers (made with the same `setting`, see `reasonrag.evaluation.predictions`) are not
     run again, and the summary is computed from the file, so an interrupted run resumes where it stopped.
+
+    `concurrency` > 1 answers that many questions at once on threads sharing `graph` (whose components
+    must then be thread-safe or locked: `reasonrag.parallel.threads.locked`); `ray` answers them on a Ray
+    cluster, each actor building its own agent with `ray_worker()`. Records are written as they finish,
+    in any order; the summary does not depend on it.
     """
     from tqdm import tqdm
 
     from reasonrag.evaluation.predictions import appending, check_predictions_path, read_predictions
+    from reasonrag.parallel import ray_pool, threads
 
     setting = dict(setting or {})
     done: dict[str, dict[str, Any]] = {}
@@ -160,13 +185,23 @@ def evaluate(
     wanted = {q.id for q in questions}
     records = [r for qid, r in done.items() if qid in wanted]
     todo = [q for q in questions if q.id not in done]
-    bar = tqdm(todo, desc="eval", unit="q", disable=not progress, file=sys.stderr)
+    if ray is not None:
+        if ray_worker is None:
+            raise InputError(
+                "evaluating on Ray needs ray_worker: a picklable function that builds an EvalWorker"
+            )
+        results = ray_pool.map_unordered(answer_one, todo, ray_worker, ray)
+    else:
+        worker = EvalWorker(graph, max_hops, inputs)
+        results = threads.map_unordered(answer_one, todo, lambda: worker, concurrency)
+    bar = tqdm(total=len(todo), desc="eval", unit="q", disable=not progress, file=sys.stderr)
     with appending(predictions, setting) as write:
-        for q in bar:
-            record = answer_question(graph, q, max_hops=max_hops, inputs=inputs)
+        for _, record in results:
             write(record)
             records.append(record)
+            bar.update(1)
             bar.set_postfix(em=f"{_mean(r['em'] for r in records):.1f}")
+    bar.close()
     if predictions is not None:
         records = list(read_predictions(predictions, setting, questions).values())
     summary = summarise_run([r for r in records if r["id"] in wanted], questions)

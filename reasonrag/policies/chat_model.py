@@ -126,6 +126,7 @@ class ChatPolicyConfig:
     structured: bool = True  # typed fields via with_structured_output where the model supports it
     max_concurrency: int = 4  # parallel requests of one stage's samples
     cache_size: int = 1024  # proposals remembered by prompt (rollouts and best-of-N repeat states)
+    base_url: str | None = None  # an OpenAI-compatible server (vLLM, llama.cpp...): http://host:8000/v1
 
     def __post_init__(self) -> None:
         if self.n_candidates < 1 or self.max_retries < 0 or self.max_evidence < 1 or self.max_sentences < 1:
@@ -356,6 +357,8 @@ class ViewPolicy:
 
 class ChatPolicy(ViewPolicy):
     """`Policy.propose` over any langchain-core `BaseChatModel`; see the module doc."""
+
+    thread_safe = True  # its cache and counters sit behind a lock: `--concurrency` calls it from many threads
 
     def __init__(
         self,

@@ -60,4 +60,6 @@ def llm_policy(spec: str | Any, config: Any = None, **options: Any) -> Any:
         return TransformersPolicy.from_pretrained(target, config=config)
     config = config if config is not None else config_from_options(cls, options)
     kwargs = {} if config.temperature is None else {"temperature": config.temperature}
+    if getattr(config, "base_url", None):
+        kwargs["base_url"] = config.base_url
     return ChatPolicy(load_chat_model(spec, **kwargs), config, name=spec, provider=parsed.provider)

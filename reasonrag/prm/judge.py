@@ -65,6 +65,8 @@ class JudgeConfig:
 class LLMJudgePRM(PRMBase):
     """Scores every step of every trajectory in [0, 1] with a chat model; see the module doc."""
 
+    thread_safe = True  # its grade cache sits behind a lock: `--concurrency` calls it from many threads
+
     def __init__(
         self,
         model: Any,

@@ -35,7 +35,6 @@ waits for the first and then reuses its index instead of building over the same 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -54,11 +53,16 @@ from reasonrag.data.types import Passage
 from reasonrag.errors import InputError, InvalidIndexError
 from reasonrag.retrieval.encoder import encode, encoder_fingerprint, load_encoder, same_encoder
 from reasonrag.retrieval.index_files import (
+    EMBEDDINGS,
+    FAISS_FILE,
+    FORMAT,
     MANIFEST,
     PARTIAL_FORMAT,
     Checkpoint,
     backups,
     build_lock,
+    cache_path,
+    default_cache_dir,  # noqa: F401 - re-exported: where indexes (and chat sessions) are cached
     describe_encoder,
     file_record,
     fsync_dir,
@@ -70,13 +74,11 @@ from reasonrag.retrieval.index_files import (
     swap_into_place,
     texts_sha256,
 )
+from reasonrag.retrieval.large_index import COMPRESSED_KINDS, DEFAULT_COMPRESS_THRESHOLD, build_large
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-FORMAT = 1
-EMBEDDINGS = "embeddings.npy"
-FAISS_FILE = "faiss.index"
 DEFAULT_EXACT_THRESHOLD = 100_000
 DEFAULT_OVERSAMPLE = 4
 DEFAULT_NPROBE = 16
@@ -97,10 +99,12 @@ class DenseIndex:
         faiss_index: faiss.Index | None = None,
         path: Path | None = None,
     ) -> None:
-        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.manifest = manifest
         self.path = path
-        if self.kind == "ivf":
+        # a compressed index keeps its float16 rows memory-mapped; the others hold float32 rows in memory
+        compressed = self.kind in COMPRESSED_KINDS
+        self.embeddings = embeddings if compressed else np.ascontiguousarray(embeddings, dtype=np.float32)
+        if self.kind != "flat":
             if faiss_index is None:
                 raise InvalidIndexError("an IVF index needs its trained faiss index")
             self._faiss = faiss_index
@@ -139,7 +143,7 @@ class DenseIndex:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self.manifest["nprobe"] = int(value)
-        if self.kind == "ivf":
+        if self.kind != "flat":
             self._faiss.nprobe = int(value)
 
     @property
@@ -254,7 +258,7 @@ class DenseIndex:
         if k < 1:
             raise InputError(f"k must be >= 1, not {k}")
         k = min(int(k), self.count)
-        if self.kind != "ivf":
+        if self.kind == "flat":
             scores, indices = self._faiss.search(queries, k)
             return scores, indices.astype(np.int64)
         return self._search_ivf(queries, k)
@@ -268,7 +272,7 @@ class DenseIndex:
             cand = cand[cand >= 0]
             if len(cand) < k:  # the probed lists held too few vectors: fall back to exact search
                 cand = np.arange(self.count)
-            exact = self.embeddings[cand] @ query
+            exact = self.embeddings[cand].astype(np.float32, copy=False) @ query
             top = np.argpartition(-exact, k - 1)[:k] if len(cand) > k else np.arange(len(cand))
             top = top[np.lexsort((cand[top], -exact[top]))]  # best first, ties by row number
             scores[row], indices[row] = exact[top], cand[top]
@@ -307,11 +311,11 @@ class DenseIndex:
             tmp.mkdir()
             manifest = dict(self.manifest)
             files: dict[str, dict[str, Any]] = {}
-            stored = self.embeddings.astype(manifest["dtype"])
+            stored = self.embeddings.astype(manifest["dtype"], copy=False)
             with open(tmp / EMBEDDINGS, "wb") as f:
                 np.save(f, stored, allow_pickle=False)
             files[EMBEDDINGS] = file_record(tmp / EMBEDDINGS)
-            if self.kind == "ivf":
+            if self.kind != "flat":
                 faiss.write_index(self._faiss, str(tmp / FAISS_FILE))
                 files[FAISS_FILE] = file_record(tmp / FAISS_FILE)
             manifest["files"] = files
@@ -357,10 +361,10 @@ class DenseIndex:
         ]
         if missing:
             raise InvalidIndexError(f"{manifest_path} lacks {', '.join(missing)}")
-        if manifest["kind"] not in ("flat", "ivf"):
+        if manifest["kind"] not in ("flat", "ivf", *COMPRESSED_KINDS):
             raise InvalidIndexError(f"{manifest_path}: unknown kind {manifest['kind']!r}")
         files = manifest.get("files") or {}
-        needed = [EMBEDDINGS] + ([FAISS_FILE] if manifest["kind"] == "ivf" else [])
+        needed = [EMBEDDINGS] + ([FAISS_FILE] if manifest["kind"] != "flat" else [])
         for name in needed:
             file = path / name
             if not file.is_file():
@@ -375,7 +379,8 @@ class DenseIndex:
             if verify and sha256_of_file(file) != record.get("sha256"):
                 raise InvalidIndexError(f"{file} does not match the sha256 in {MANIFEST} (corrupted?)")
         try:
-            embeddings = np.load(path / EMBEDDINGS, allow_pickle=False)
+            mmap = "r" if manifest["kind"] in COMPRESSED_KINDS else None
+            embeddings = np.load(path / EMBEDDINGS, allow_pickle=False, mmap_mode=mmap)
         except (OSError, ValueError) as exc:
             raise InvalidIndexError(f"{path / EMBEDDINGS} is unreadable: {exc}") from None
         expected = (int(manifest["count"]), int(manifest["dim"]))
@@ -388,14 +393,14 @@ class DenseIndex:
                 f"{path / EMBEDDINGS} holds {embeddings.dtype}, the manifest says {manifest['dtype']}"
             )
         faiss_index = None
-        if manifest["kind"] == "ivf":
+        if manifest["kind"] != "flat":
             try:
                 faiss_index = faiss.read_index(str(path / FAISS_FILE))
             except RuntimeError as exc:
                 raise InvalidIndexError(f"{path / FAISS_FILE} is unreadable: {exc}") from None
             if faiss_index.ntotal != expected[0] or faiss_index.d != expected[1]:
                 raise InvalidIndexError(f"{path / FAISS_FILE} does not match {EMBEDDINGS}")
-        return cls(embeddings.astype(np.float32), manifest, faiss_index=faiss_index, path=path)
+        return cls(embeddings, manifest, faiss_index=faiss_index, path=path)
 
 
 def check_index_dir(
@@ -412,24 +417,6 @@ def check_index_dir(
         return None, str(exc)
     reason = index.validate(corpus_checksum, fingerprint, count=count)
     return (None, reason) if reason else (index, None)
-
-
-def default_cache_dir() -> Path:
-    """$REASONRAG_CACHE, else $XDG_CACHE_HOME/reasonrag, else ~/.cache/reasonrag."""
-    if os.environ.get("REASONRAG_CACHE"):
-        return Path(os.environ["REASONRAG_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "reasonrag"
-
-
-def cache_path(
-    corpus: Any, fingerprint: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None
-) -> Path:
-    """Where the cached index of `corpus` under an encoder lives."""
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = fingerprint.get("sha256") or hashlib.sha256(str(fingerprint.get("name")).encode()).hexdigest()
-    return base / "indexes" / f"{corpus.name}-{corpus.checksum()[:12]}-{key[:12]}"
 
 
 def open_index(
@@ -511,15 +498,21 @@ def _build_and_save(
 ) -> DenseIndex:
     options = dict(build_options)
     resume_dir = options.pop("resume_dir", partial_dir(target))
-    index = DenseIndex.build(
-        corpus.passages,
-        encoder_name,
-        corpus_checksum=corpus.checksum(),
-        show_progress=show_progress,
-        resume_dir=resume_dir,
-        **options,
-    )
-    index.save(target)
+    if len(corpus.passages) >= options.pop("compress_threshold", DEFAULT_COMPRESS_THRESHOLD):
+        build_large(
+            corpus, target, encoder_name, resume_dir=resume_dir, show_progress=show_progress, **options
+        )
+        index = DenseIndex.load(target, verify=False)  # just written and hashed
+    else:
+        index = DenseIndex.build(
+            corpus.passages,
+            encoder_name,
+            corpus_checksum=corpus.checksum(),
+            show_progress=show_progress,
+            resume_dir=resume_dir,
+            **options,
+        )
+        index.save(target)
     if resume_dir is not None:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return index

@@ -26,11 +26,32 @@ if TYPE_CHECKING:
 
 
 MANIFEST = "manifest.json"
+FORMAT = 1
+EMBEDDINGS = "embeddings.npy"
+FAISS_FILE = "faiss.index"
 
 
 def describe_encoder(fingerprint: dict[str, Any]) -> str:
     sha = fingerprint.get("sha256")
     return f"{fingerprint.get('name')!r}" + (f" sha256 {sha[:12]}" if sha else "")
+
+
+def default_cache_dir() -> Path:
+    """$REASONRAG_CACHE, else $XDG_CACHE_HOME/reasonrag, else ~/.cache/reasonrag."""
+    if os.environ.get("REASONRAG_CACHE"):
+        return Path(os.environ["REASONRAG_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "reasonrag"
+
+
+def cache_path(
+    corpus: Any, fingerprint: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where the cached index of `corpus` under an encoder lives."""
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = fingerprint.get("sha256") or hashlib.sha256(str(fingerprint.get("name")).encode()).hexdigest()
+    return base / "indexes" / f"{corpus.name}-{corpus.checksum()[:12]}-{key[:12]}"
 
 
 PARTIAL_SUFFIX = ".partial"
@@ -112,7 +133,9 @@ class Checkpoint:
                     or sha256_of_file(path) != record.get("sha256")
                 ):
                     raise ValueError("not the chunk partial.json describes")
-                stored = np.load(path, allow_pickle=False)
+                stored = np.load(
+                    path, allow_pickle=False, mmap_mode="r"
+                )  # read when used: memory stays bounded
                 if stored.shape != (rows, dim) or str(stored.dtype) != dtype:
                     raise ValueError(f"shape {stored.shape} {stored.dtype}, expected ({rows}, {dim}) {dtype}")
             except (OSError, ValueError):

@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from reasonrag.agent.state import next_node
 from reasonrag.data.rewards import OUTCOME_METRICS
 from reasonrag.data.types import Question
 from reasonrag.errors import InputError, LabelsError
+from reasonrag.parallel.ray_pool import RayOptions
+from reasonrag.parallel.threads import locked
 from reasonrag.prm.base import step_text
 
 LABELS_FORMAT = "reasonrag-labels/1"
@@ -65,19 +68,22 @@ class CachedSearch:
     def __init__(self, search: Any, size: int = 200_000) -> None:
         self.search_backend, self.size = search, size
         self._cache: dict[tuple, list] = {}
+        self._lock = threading.Lock()  # guards the cache and counters; the backend guards itself
         self.requests = 0
         self.computed = 0
 
     def search(self, query: str, k: int = 5, exclude: set[str] | None = None) -> list:
-        self.requests += 1
         key = (query, k, frozenset(exclude or ()))
-        hit = self._cache.get(key)
+        with self._lock:
+            self.requests += 1
+            hit = self._cache.get(key)
         if hit is None:
-            self.computed += 1
             hit = self.search_backend.search(query, k=k, exclude=exclude)
-            if len(self._cache) >= self.size:
-                self._cache.clear()
-            self._cache[key] = hit
+            with self._lock:
+                self.computed += 1
+                if len(self._cache) >= self.size:
+                    self._cache.clear()
+                self._cache[key] = hit
         return hit
 
 
@@ -377,6 +383,69 @@ def compare_judge(records: list[dict]) -> dict[str, Any]:
     return {**stats(everything), "by_stage": {stage: stats(items) for stage, items in sorted(rows.items())}}
 
 
+@dataclass
+class LabelWorker:
+    """What labels one question: a labeler, and the judge that grades its steps (if any)."""
+
+    labeler: Labeler
+    judge: Any = None
+    corpus: str = ""
+
+
+def _counters(worker: LabelWorker) -> dict[str, int]:
+    """The cost counters of a worker's policy, search and judge (reader windows, searches, judge calls)."""
+    policy, search = worker.labeler.steps.policy, worker.labeler.steps.search
+    return {
+        "reader_windows_requested": getattr(policy, "read_requests", 0) or 0,
+        "reader_windows_computed": getattr(policy, "reads", 0) or 0,
+        "searches_requested": getattr(search, "requests", 0) or 0,
+        "searches_computed": getattr(search, "computed", 0) or 0,
+        "judge_requests": getattr(worker.judge, "requests", 0) or 0,
+    }
+
+
+def label_one(worker: LabelWorker, q: Question) -> tuple[list[dict], dict[str, int]]:
+    """One question's records, and what labeling it cost (LabelStats fields and the counters above).
+
+    The cost is measured on the worker's own labeler; shared caches make the counters a whole-run total
+    instead (see `label_questions`)."""
+    before = {**asdict(worker.labeler.stats), **_counters(worker)}
+    t0 = time.perf_counter()
+    records = worker.labeler.label_question(q, corpus=worker.corpus)
+    if worker.judge is not None:
+        judge_records(worker.judge, records)
+    after = {**asdict(worker.labeler.stats), **_counters(worker)}
+    cost = {k: after[k] - before[k] for k in after if k != "seconds"}
+    return records, {**cost, "question_seconds": time.perf_counter() - t0}
+
+
+def thread_worker_factory(labeler: Labeler, judge: Any = None, corpus: str = "") -> Callable[[], LabelWorker]:
+    """Workers for `concurrency` threads: each its own Labeler (and stats), all sharing one policy and one
+    search cache, with one lock around whatever is not thread-safe (`reasonrag.parallel.threads.locked`)."""
+    steps = labeler.steps
+    lock = threading.RLock()  # one for all: the retriever, reader and PRM may share an encoder's tokenizer
+    policy = locked(steps.policy, lock)
+    scorer = locked(steps.scorer, lock)
+    search = steps.search
+    if isinstance(search, CachedSearch):
+        search.search_backend = locked(search.search_backend, lock)
+    else:
+        search = locked(search, lock)
+
+    def make() -> LabelWorker:
+        fresh = AgentSteps(
+            search,
+            policy,
+            max_hops=steps.max_hops,
+            k=steps.k,
+            scorer=scorer,
+            backtrack=steps.backtrack_config,
+        )
+        return LabelWorker(Labeler(fresh, labeler.config), judge, corpus)
+
+    return make
+
+
 def label_questions(
     labeler: Labeler,
     questions: list[Question],
@@ -385,36 +454,57 @@ def label_questions(
     corpus: str = "",
     progress: bool = True,
     judge: Any = None,
+    concurrency: int = 1,
+    ray: RayOptions | None = None,
+    ray_worker: Callable[[], LabelWorker] | None = None,
 ) -> dict[str, Any]:
     """Label every question not already in `out` (appending), then summarise the whole file.
 
     With a `judge` (an LLM-judge PRM), every new record also gets the judge's grades (`judge_records`) and
-    the summary compares the two label sources (`judge_vs_mc`)."""
+    the summary compares the two label sources (`judge_vs_mc`). `concurrency` > 1 labels that many
+    questions at once on threads (for policies that wait on a model server); `ray` labels them on a Ray
+    cluster, each actor building its own worker with `ray_worker()`. Either way a question's lines are
+    written together as it finishes, and the file holds the same lines as a one-at-a-time run (in
+    another order), since every sample's seed depends only on the seed, the question and the position."""
     from tqdm import tqdm
+
+    from reasonrag.parallel import ray_pool, threads
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = resume_point(out, labeler.config)
     todo = [q for q in questions if q.id not in done]
-    policy = labeler.steps.policy
-    reads0 = (getattr(policy, "read_requests", 0), getattr(policy, "reads", 0))
-    search = labeler.steps.search
+    main = LabelWorker(labeler, judge, corpus)
+    if ray is not None:
+        if ray_worker is None:
+            raise InputError(
+                "labeling on Ray needs ray_worker: a picklable function that builds a LabelWorker"
+            )
+        workers = ray_pool.planned_workers(ray, len(todo)) if todo else 0
+        results = ray_pool.map_unordered(label_one, todo, ray_worker, ray)
+    else:
+        workers = concurrency
+        make = thread_worker_factory(labeler, judge, corpus) if concurrency > 1 else lambda: main
+        results = threads.map_unordered(label_one, todo, make, concurrency)
+    shared_before = _counters(main) if ray is None else {}
+    total: dict[str, int] = {}
     t0 = time.perf_counter()
-    bar = tqdm(todo, desc="label", unit="q", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(todo), desc="label", unit="q", disable=not progress, file=sys.stderr)
     with out.open("a", encoding="utf-8") as f:
-        for q in bar:
-            records = labeler.label_question(q, corpus=corpus)
-            if judge is not None:
-                judge_records(judge, records)
+        for _, (records, cost) in results:
             f.write("".join(json.dumps(r) + "\n" for r in records))
             f.flush()
             os.fsync(f.fileno())
-            s = labeler.stats
-            bar.set_postfix(steps=s.labeled_steps, rollouts=s.rollouts)
-    labeler.stats.seconds = time.perf_counter() - t0
-    s = labeler.stats
-    requested = getattr(policy, "read_requests", 0) - reads0[0]
-    computed = getattr(policy, "reads", 0) - reads0[1]
+            for key, value in cost.items():
+                total[key] = total.get(key, 0) + value
+            bar.update(1)
+            bar.set_postfix(steps=total.get("labeled_steps", 0), rollouts=total.get("rollouts", 0))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if ray is None:  # local workers share the policy, search and judge: their counters are whole-run totals
+        total.update({k: v - shared_before[k] for k, v in _counters(main).items()})
+    s = LabelStats(**{f: total.get(f, 0) for f in asdict(LabelStats()) if f != "seconds"}, seconds=seconds)
+    labeler.stats = s
     summary = {
         "out": str(out),
         "questions_new": s.questions,
@@ -427,16 +517,20 @@ def label_questions(
         "rollouts_without_prefix_sharing": s.rollouts_naive,
         "nodes": s.nodes,
         "nodes_without_reuse": s.nodes_naive,
-        "reader_windows_requested": requested,
-        "reader_windows_computed": computed,
-        "searches_requested": getattr(search, "requests", None),
-        "searches_computed": getattr(search, "computed", None),
+        "reader_windows_requested": total.get("reader_windows_requested", 0),
+        "reader_windows_computed": total.get("reader_windows_computed", 0),
+        "searches_requested": total.get("searches_requested", 0),
+        "searches_computed": total.get("searches_computed", 0),
         "seconds": round(s.seconds, 2),
         "rollouts_per_second": round(s.rollouts / s.seconds, 2) if s.seconds > 0 else None,
+        "questions_per_second": round(s.questions / s.seconds, 4) if s.seconds > 0 else None,
+        "seconds_per_question": round(total["question_seconds"] / s.questions, 3) if s.questions else None,
+        "workers": workers,
+        "on_ray": ray is not None,
         "config": asdict(labeler.config),
     }
     summary.update(summarise_labels(read_labels(out)) if out.stat().st_size else {})
     if judge is not None and out.stat().st_size:
         summary["judge_vs_mc"] = compare_judge(read_labels(out))
-        summary["judge_requests"] = getattr(judge, "requests", None)
+        summary["judge_requests"] = total.get("judge_requests", 0)
     return summary
