@@ -8,6 +8,7 @@ import sys
 from reasonrag.cli import ask, chat, evaluate, export, index, label, prm, serve, train_policy
 from reasonrag.cli.checks import Parser, parse_args
 from reasonrag.cli.options import quiet_libraries
+from reasonrag.data.terminal import terminal_text
 from reasonrag.errors import ReasonRAGError
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ReasonRAGError as exc:
-        print(f"reasonrag: error [{exc.code}]: {exc}", file=sys.stderr)
+        print(f"reasonrag: error [{exc.code}]: {terminal_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reasonrag: interrupted", file=sys.stderr)
