@@ -214,7 +214,13 @@ class AgentSteps:
             }
             return observation, update
         if stage == "extract":
-            kept = [dict(s, hop=state["hop"]) for s in action.get("sentences", [])]
+            have = {(e["passage_id"], e["sentence_index"]) for e in state["evidence"]}
+            kept, chosen = [], set()
+            for s in action.get("sentences", []):
+                key = (s["passage_id"], s["sentence_index"])
+                if key not in chosen:  # a sentence is kept once, however often a policy names it
+                    chosen.add(key)
+                    kept.append(dict(s, hop=state["hop"]))
             observation = [
                 {
                     "passage_id": s["passage_id"],
@@ -225,7 +231,8 @@ class AgentSteps:
                 }
                 for s in kept
             ]
-            return observation, {"evidence": state["evidence"] + kept}
+            fresh = [s for s in kept if (s["passage_id"], s["sentence_index"]) not in have]
+            return observation, {"evidence": state["evidence"] + fresh}
         if action.get("type") == "continue":
             return "another hop", {"hop": state["hop"] + 1, "status": "running"}
         if action.get("type") == "answer" and action.get("answer"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from reasonrag.cli.checks import float_in, int_in
@@ -20,6 +21,9 @@ from reasonrag.data.types import STAGES
 from reasonrag.errors import InputError, QuestionsError
 
 DEFAULT_CORPUS = "hotpotqa"
+# Where a shipped policy head would be (reasonrag.policies.head.SHIPPED_POLICY), checked without importing
+# torch, so --help stays quick and true.
+SHIPPED_POLICY_HEAD = Path(__file__).resolve().parents[1] / "weights" / "policy" / "manifest.json"
 DEFAULT_BACKTRACK = False  # chosen on dev: see README "Backtracking"
 DEFAULT_THRESHOLD = 0.2  # chosen on dev: benchmarks/results/backtrack_dev*.json
 
@@ -165,7 +169,13 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="a trained policy head (from `reasonrag train-policy`) over the policy's candidates; "
-        "'untrained' for the plain embedded policy (default: the shipped head when there is one)",
+        "'untrained' for the plain embedded policy (default: "
+        + (
+            "the shipped head"
+            if SHIPPED_POLICY_HEAD.is_file()
+            else "the plain embedded policy: no head is shipped"
+        )
+        + ")",
     )
     g.add_argument(
         "--llm",

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,3 +75,23 @@ def config_from_manifest(manifest: dict[str, Any], cls: type, directory: Path) -
         return cls(**config)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{directory}/manifest.json: a config this version cannot use ({exc})") from None
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bars while our own models load (from the CLI or the Python API alike); the
+    caller's own setting is back afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            with warnings.catch_warnings():  # the hub warns when its own env var keeps its bars off
+                warnings.simplefilter("ignore")
+                hf_logging.enable_progress_bar()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reasonrag.data.files import quiet_loading
 from reasonrag.errors import ModelError
 
 KINDS = ("span", "yes", "no", "insufficient")
@@ -199,8 +200,9 @@ def _backbone_from_encoder(encoder_path: str) -> tuple[nn.Module, object, int]:
     from transformers import AutoModel, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(encoder_path, local_files_only=True)
-        backbone = AutoModel.from_pretrained(encoder_path, local_files_only=True)
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(encoder_path, local_files_only=True)
+            backbone = AutoModel.from_pretrained(encoder_path, local_files_only=True)
     except OSError as exc:  # transformers raises OSError for a missing model
         raise ModelError(f"cannot load the reader's base encoder from {encoder_path!r}: {exc}") from exc
     return backbone, tokenizer, int(backbone.config.hidden_size)
