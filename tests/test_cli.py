@@ -133,7 +133,6 @@ def test_index_builds_then_reuses(capsys):
     [
         (["ask", "Who?", "--corpus", "no-such-corpus"], "hotpotqa"),  # lists the known corpora
         (["ask", "  ", "--corpus", CORPUS], "empty"),
-        (["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--limit", "0"], "--limit"),
         (["eval", "--corpus", CORPUS, "--questions", QUESTIONS, "--split", "nosuch"], "no questions"),
     ],
 )

@@ -297,14 +297,15 @@ def test_untrained_head_is_exactly_the_base_policy(search, encoder):
 
 
 def _start(search, policy):
-    return AgentSteps(search, policy, max_hops=1, k=2).start(
+    return AgentSteps(search, policy, max_hops=1, k=2).run_node(
+        "start",
         {
             "question": "Who wrote the novel The Quiet Orchard?",
             "mode": "sample",
             "seed": 3,
             "max_hops": 1,
             "k": 2,
-        }
+        },
     )
 
 

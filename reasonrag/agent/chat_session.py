@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from reasonrag.data.terminal import terminal_text
 from reasonrag.errors import InputError, ReasonRAGError
 
 if TYPE_CHECKING:
@@ -48,6 +49,15 @@ def _clip(text: Any, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "\u2026"
 
 
+def _clip_middle(text: Any, n: int) -> str:
+    """Its start and its end: later-hop queries differ at the end (the title they add), not the start."""
+    text = " ".join(str(text).split())
+    if len(text) <= n:
+        return text
+    head = (n - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (n - 1 - head) :]
+
+
 def _titles(items: list[dict]) -> str:
     return ", ".join(dict.fromkeys(str(i.get("title", "")) for i in items)) or "-"
 
@@ -59,7 +69,9 @@ def step_line(number: int, step: Mapping[str, Any]) -> str:
     stage, obs = step["stage"], step.get("observation")
     if stage == "retrieve":
         obs = obs or []
-        what = f"search {_clip(step['action'], 70)!r} -> {len(obs)} passage(s): {_clip(_titles(obs), 70)}"
+        what = (
+            f"search {_clip_middle(step['action'], 70)!r} -> {len(obs)} passage(s): {_clip(_titles(obs), 70)}"
+        )
     elif stage == "extract":
         obs = obs or []
         what = f"keep {len(obs)} sentence(s) from {_clip(_titles(obs), 70)}" if obs else "keep nothing"
@@ -77,7 +89,7 @@ def backtrack_line(event: Mapping[str, Any]) -> str:
     """A backtrack, and why."""
     return (
         f"  <- backtrack to step {event['to_step']} ({event['stage']}): {event['reason']}; "
-        f"now trying {_clip(event['now_trying'], 80)!r}"
+        f"now trying {_clip_middle(event['now_trying'], 80)!r}"
     )
 
 
@@ -215,7 +227,8 @@ class ChatSession:
 
     # -- output ------------------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+        """Print for the person at the terminal: no control or bidi character from a passage gets through."""
+        print(terminal_text(text, keep_newlines=True), file=self.out, flush=True)
 
     @property
     def scored(self) -> bool:

@@ -13,6 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from reasonrag.agent.nodes import AgentSteps, BacktrackConfig
 from reasonrag.agent.state import MAX_BACKTRACKS_BOUND, AgentState, StepScorer, recursion_limit
+from reasonrag.data.limits import MAX_BEST_OF, MAX_HOPS, MAX_K, check_range
 from reasonrag.data.types import STAGES
 from reasonrag.errors import InputError
 from reasonrag.policies.base import Policy
@@ -56,6 +57,7 @@ def build_agent(
 
         scorer = step_scorer(prm)
         batch_scorer = lambda state, steps: score_candidates(prm, state, steps)  # noqa: E731
+    check_range("best_of", best_of, 1, MAX_BEST_OF)
     if (critic > 1 or beam > 1) and scorer is None:
         raise InputError("PRM-guided search (critic, beam) needs step scores: pass a prm (or scorer)")
     if beam > 1 and best_of > 1:
@@ -150,10 +152,8 @@ def agent_steps(
     """The node functions `build_agent` compiles, with the same defaults (for rollouts outside the graph)."""
     from reasonrag.retrieval.retriever import as_search_backend
 
-    if max_hops < 1:
-        raise InputError(f"max_hops must be at least 1, got {max_hops}")
-    if k < 1:
-        raise InputError(f"k must be at least 1, got {k}")
+    check_range("max_hops", max_hops, 1, MAX_HOPS)
+    check_range("k", k, 1, MAX_K)
     if retriever is None:
         from reasonrag.data.corpus import Corpus
         from reasonrag.retrieval.retriever import DenseRetriever

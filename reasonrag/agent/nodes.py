@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from reasonrag.agent.state import (
+    LIST_CHANNELS,
     NOT_ENOUGH_EVIDENCE,
+    RESET,
     AgentState,
     BatchScorer,
     StepScorer,
     apply_update,
     next_node,
 )
+from reasonrag.data.limits import MAX_BACKTRACKS, MAX_HOPS, MAX_K, check_question, check_range
 from reasonrag.data.types import STAGES
 from reasonrag.errors import InputError
 from reasonrag.policies.base import Candidate, Policy, choose
@@ -112,8 +115,7 @@ class BacktrackConfig:
 
         if not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"backtrack threshold must lie in [0, 1], got {self.threshold}")
-        if self.max_backtracks < 0:
-            raise InputError(f"max_backtracks must be at least 0, got {self.max_backtracks}")
+        check_range("max_backtracks", self.max_backtracks, 0, MAX_BACKTRACKS)
         self.stages = tuple(self.stages)
         if not self.stages or not set(self.stages) <= set(STAGES):
             raise InputError(f"backtrack stages must be some of {', '.join(STAGES)}; got {self.stages}")
@@ -212,7 +214,13 @@ class AgentSteps:
             }
             return observation, update
         if stage == "extract":
-            kept = [dict(s, hop=state["hop"]) for s in action.get("sentences", [])]
+            have = {(e["passage_id"], e["sentence_index"]) for e in state["evidence"]}
+            kept, chosen = [], set()
+            for s in action.get("sentences", []):
+                key = (s["passage_id"], s["sentence_index"])
+                if key not in chosen:  # a sentence is kept once, however often a policy names it
+                    chosen.add(key)
+                    kept.append(dict(s, hop=state["hop"]))
             observation = [
                 {
                     "passage_id": s["passage_id"],
@@ -223,7 +231,8 @@ class AgentSteps:
                 }
                 for s in kept
             ]
-            return observation, {"evidence": state["evidence"] + kept}
+            fresh = [s for s in kept if (s["passage_id"], s["sentence_index"]) not in have]
+            return observation, {"evidence": state["evidence"] + fresh}
         if action.get("type") == "continue":
             return "another hop", {"hop": state["hop"] + 1, "status": "running"}
         if action.get("type") == "answer" and action.get("answer"):
@@ -318,14 +327,15 @@ class AgentSteps:
         return update
 
     def start(self, state: AgentState) -> dict:
-        question = (state.get("question") or "").strip()
-        if not question:
-            raise InputError("the question is empty")
+        """A fresh state for the question; on a thread that answered one before, nothing of it remains."""
+        question = check_question(state.get("question") or "")
         return {
+            **{channel: RESET for channel in LIST_CHANNELS},
+            "selected_from": None,
             "question": question,
             "hop": 0,
-            "max_hops": int(state.get("max_hops") or self.max_hops),
-            "k": int(state.get("k") or self.k),
+            "max_hops": check_range("max_hops", int(state.get("max_hops") or self.max_hops), 1, MAX_HOPS),
+            "k": check_range("k", int(state.get("k") or self.k), 1, MAX_K),
             "mode": state.get("mode") or "greedy",
             "seed": int(state.get("seed") or 0),
             "retrieved": [],

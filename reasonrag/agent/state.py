@@ -6,12 +6,20 @@ in this state, so checkpoints, traces and streams all see it.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Annotated, TypedDict
 
+from reasonrag.data.limits import MAX_BACKTRACKS
+
 NOT_ENOUGH_EVIDENCE = "not enough evidence"
-MAX_BACKTRACKS_BOUND = 16  # run_agent's recursion limit allows this many backtracks (the config caps lower)
+# run_agent's recursion limit allows this many backtracks (the config caps lower)
+MAX_BACKTRACKS_BOUND = MAX_BACKTRACKS
+
+
+# The channels that grow by appending (reducer: `path_reducer`); `start` empties them with RESET, so a new
+# question on a thread (a conversation) carries nothing of the last one.
+LIST_CHANNELS = ("steps", "branches", "abandoned", "finished", "trace")
+RESET = {"truncate": 0, "add": []}
 
 
 def path_reducer(old: list | None, new: list | dict) -> list:
@@ -41,9 +49,9 @@ class AgentState(TypedDict, total=False):
     branches: Annotated[list[dict], path_reducer]
     forced: dict | None  # the candidate a backtrack chose for the step it returns to
     backtracks: int
-    abandoned: Annotated[list[dict], operator.add]
-    finished: Annotated[list[dict], operator.add]  # every ending reached: answer, status, path score
-    trace: Annotated[list[dict], operator.add]  # steps and backtracks, in the order they happened
+    abandoned: Annotated[list[dict], path_reducer]
+    finished: Annotated[list[dict], path_reducer]  # every ending reached: answer, status, path score
+    trace: Annotated[list[dict], path_reducer]  # steps and backtracks, in the order they happened
     path_score: float | None
     selected_from: str  # "path" or the abandoned ending whose answer was kept
 
@@ -70,10 +78,8 @@ def apply_update(state: dict, update: dict) -> dict:
     """Merge a node's update into a state the way the graph's reducers do."""
     new = dict(state)
     for key, value in update.items():
-        if key in ("steps", "branches"):
+        if key in LIST_CHANNELS:
             new[key] = path_reducer(state.get(key), value)
-        elif key in ("abandoned", "finished", "trace"):
-            new[key] = (state.get(key) or []) + value
         else:
             new[key] = value
     return new

@@ -8,19 +8,18 @@ import sys
 import time
 from typing import Any
 
+from reasonrag.cli.checks import check_agent_options
 from reasonrag.cli.options import add_agent_options, build_agent_from_args, run_inputs
 from reasonrag.cli.output import print_trajectory
-from reasonrag.errors import InputError
+from reasonrag.data.limits import check_question
+from reasonrag.data.terminal import terminal_text
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from reasonrag.agent.graph import run_agent
 
-    question = (args.question or "").strip()
-    if not question:
-        raise InputError(
-            'the question is empty: give it as the first argument, e.g. reasonrag ask "Who ...?"'
-        )
+    question = check_question(args.question, ': give it as the first argument, e.g. reasonrag ask "Who ...?"')
+    check_agent_options(args)
     t0 = time.perf_counter()
     _, graph = build_agent_from_args(args)
     t1 = time.perf_counter()
@@ -55,9 +54,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(f"Question: {question}\n")
+        print(f"Question: {terminal_text(question)}\n")
         print_trajectory(state)
-        print(f"({t2 - t1:.2f}s; loading {t1 - t0:.1f}s)", file=sys.stderr)
+        print(f"(answered in {t2 - t1:.2f}s; models loaded in {t1 - t0:.1f}s)", file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reasonrag.agent.chat_session import PROMPT, ChatSession
+from reasonrag.cli.checks import check_agent_options
 from reasonrag.cli.options import (
     add_agent_options,
     check_search_options,
@@ -95,6 +96,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     check_search_options(args)
     if args.session is not None and not args.session.strip():
         raise InputError("--session needs an id, e.g. --session 3f2a9c1d")
+    check_agent_options(args)
     print(f"loading the agent (corpus {args.corpus})...", file=sys.stderr, flush=True)
     corpus = Corpus.load(args.corpus)
     prm = load_agent_prm(args)

@@ -7,6 +7,7 @@ import json
 from functools import partial
 from typing import Any
 
+from reasonrag.cli.checks import check_agent_options, check_output_file
 from reasonrag.cli.options import (
     add_agent_options,
     add_question_options,
@@ -35,10 +36,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from reasonrag.evaluation.predictions import check_predictions_path, read_predictions
 
     # Everything about the inputs is checked before a model loads.
+    check_agent_options(args)
     corpus = Corpus.load(args.corpus)
     questions = select_questions(args, corpus)
     setting = agent_setting(args, corpus)
     if args.predictions:
+        check_output_file(args.predictions, "--predictions")
         read_predictions(check_predictions_path(args.predictions), setting, questions)
     ray = ray_options(args)
     graph = None  # on Ray every worker builds its own agent; this process only writes the predictions

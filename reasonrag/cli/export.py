@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from reasonrag.cli.checks import float_in
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from reasonrag.training.labeling import read_labels
@@ -65,7 +67,10 @@ def add_parser(sub: Any) -> None:
         "--pair-value", default="spre", choices=["spre", "mc"], help="value ranking siblings (default: spre)"
     )
     g.add_argument(
-        "--margin", type=float, default=0.1, help="least value (or outcome) gap of a pair (default: 0.1)"
+        "--margin",
+        type=float_in(0.0, 1.0),
+        default=0.1,
+        help="least value (or outcome) gap of a pair, 0 to 1 (default: 0.1)",
     )
     g.add_argument(
         "--outcome",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from reasonrag.cli.checks import check_agent_options, check_output_file, float_in, int_in
 from reasonrag.cli.options import (
     add_agent_options,
     add_question_options,
@@ -17,6 +19,7 @@ from reasonrag.cli.options import (
     ray_options,
     select_questions,
 )
+from reasonrag.data.limits import MAX_COMPLETIONS, MAX_TRAJECTORIES
 
 
 def label_config(args: argparse.Namespace):
@@ -59,12 +62,16 @@ def label_worker(args: argparse.Namespace, corpus=None):
 
 def cmd_label(args: argparse.Namespace) -> int:
     from reasonrag.data.corpus import Corpus
-    from reasonrag.training.labeling import Labeler, label_questions
+    from reasonrag.training.labeling import Labeler, label_questions, resume_point
 
     config = label_config(args)
     ray = ray_options(args)
+    # Everything about the inputs is checked before a model loads.
+    check_agent_options(args)
     corpus = Corpus.load(args.corpus)
     questions = select_questions(args, corpus)
+    check_output_file(args.out)
+    resume_point(Path(args.out), config)  # labels made with other settings are an error now, not later
     if ray is not None:  # the actors load the models; this process only writes the file
         worker = None
         labeler, judge = Labeler(None, config), None
@@ -133,16 +140,24 @@ def add_parser(sub: Any) -> None:
     add_agent_options(p)
     add_question_options(p, "train", "which questions to label (default: train)")
     p.add_argument(
-        "--trajectories", type=int, default=15, help="trajectories sampled per question (default: 15)"
+        "--trajectories",
+        type=int_in(1, MAX_TRAJECTORIES),
+        default=15,
+        help=f"trajectories sampled per question, 1 to {MAX_TRAJECTORIES} (default: 15)",
     )
     p.add_argument(
         "--completions",
-        type=int,
+        type=int_in(0, MAX_COMPLETIONS),
         default=16,
-        help="rollouts from every step's state (default: 16; 0 explores only: no MC values, for "
+        help=f"rollouts from every step's state, 0 to {MAX_COMPLETIONS} (default: 16; 0 explores only: no MC values, for "
         "`train-policy --process-reward prm`)",
     )
-    p.add_argument("--gamma", type=float, default=0.9, help="SPRE discount per step (default: 0.9)")
+    p.add_argument(
+        "--gamma",
+        type=float_in(0.0, 1.0, low_open=True),
+        default=0.9,
+        help="SPRE discount per step, in (0, 1] (default: 0.9)",
+    )
     p.add_argument(
         "--success",
         default="em",
@@ -151,7 +166,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--success-threshold",
-        type=float,
+        type=float_in(0.0, 1.0, low_open=True),
         default=None,
         help="success when the metric reaches this (default: 1; f1: 0.5)",
     )

@@ -6,12 +6,14 @@ import argparse
 import sys
 
 from reasonrag.cli import ask, chat, evaluate, export, index, label, prm, serve, train_policy
+from reasonrag.cli.checks import Parser, parse_args
 from reasonrag.cli.options import quiet_libraries
+from reasonrag.data.terminal import terminal_text
 from reasonrag.errors import ReasonRAGError
 
 
 def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="reasonrag",
         description="Agentic RAG with process rewards: a retrieve -> extract -> synthesize LangGraph agent "
         "that runs offline on a laptop.",
@@ -37,7 +39,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in trained models' manifests
     if not getattr(args, "command", None):
         parser.print_help()
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ReasonRAGError as exc:
-        print(f"reasonrag: error [{exc.code}]: {exc}", file=sys.stderr)
+        print(f"reasonrag: error [{exc.code}]: {terminal_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reasonrag: interrupted", file=sys.stderr)

@@ -5,12 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
+from reasonrag.cli.checks import float_in, int_in
+from reasonrag.data.limits import (
+    MAX_BACKTRACKS,
+    MAX_BEST_OF,
+    MAX_HOPS,
+    MAX_K,
+    MAX_QUESTION_CHARS,
+    MAX_SEED,
+)
 from reasonrag.data.types import STAGES
-from reasonrag.errors import InputError
+from reasonrag.errors import InputError, QuestionsError
 
 DEFAULT_CORPUS = "hotpotqa"
+# Where a shipped policy head would be (reasonrag.policies.head.SHIPPED_POLICY), checked without importing
+# torch, so --help stays quick and true.
+SHIPPED_POLICY_HEAD = Path(__file__).resolve().parents[1] / "weights" / "policy" / "manifest.json"
 DEFAULT_BACKTRACK = False  # chosen on dev: see README "Backtracking"
 DEFAULT_THRESHOLD = 0.2  # chosen on dev: benchmarks/results/backtrack_dev*.json
 
@@ -51,11 +64,20 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--reader", default=None, help="directory of a trained reader (default: the shipped one)")
     g.add_argument(
-        "--max-hops", type=int, default=3, help="most retrieve/extract/synthesize rounds (default: 3)"
+        "--max-hops",
+        type=int_in(1, MAX_HOPS),
+        default=3,
+        help=f"most retrieve/extract/synthesize rounds, 1 to {MAX_HOPS} (default: 3)",
     )
-    g.add_argument("-k", "--k", type=int, default=5, help="passages per retrieve step (default: 5)")
+    g.add_argument(
+        "-k",
+        "--k",
+        type=int_in(1, MAX_K),
+        default=5,
+        help=f"passages per retrieve step, 1 to {MAX_K} (default: 5)",
+    )
     g.add_argument("--sample", action="store_true", help="sample actions from the policy instead of greedy")
-    g.add_argument("--seed", type=int, default=0, help="seed for --sample (default: 0)")
+    g.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for --sample (default: 0)")
     g.add_argument(
         "--prm",
         default=None,
@@ -71,11 +93,16 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--threshold",
-        type=float,
+        type=float_in(0.0, 1.0),
         default=DEFAULT_THRESHOLD,
         help=f"backtrack when the path score is below this (default: {DEFAULT_THRESHOLD}, chosen on dev)",
     )
-    g.add_argument("--max-backtracks", type=int, default=3, help="most backtracks per question (default: 3)")
+    g.add_argument(
+        "--max-backtracks",
+        type=int_in(0, MAX_BACKTRACKS),
+        default=3,
+        help=f"most backtracks per question, 0 to {MAX_BACKTRACKS} (default: 3)",
+    )
     g.add_argument(
         "--backtrack-stages",
         nargs="+",
@@ -89,7 +116,12 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         choices=["min", "prod", "mean", "last"],
         help="how step scores make the path score (default: min)",
     )
-    g.add_argument("--best-of", type=int, default=1, help="sample N trajectories and keep one (default: 1)")
+    g.add_argument(
+        "--best-of",
+        type=int_in(1, MAX_BEST_OF),
+        default=1,
+        help=f"sample N trajectories and keep one, 1 to {MAX_BEST_OF} (default: 1)",
+    )
     g.add_argument(
         "--critic",
         type=int,
@@ -119,7 +151,10 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         help="how --best-of keeps a trajectory (default: min, the weakest step scores best)",
     )
     g.add_argument(
-        "--alpha", type=float, default=0.5, help="outcome weight of --select combined (default: 0.5)"
+        "--alpha",
+        type=float_in(0.0, 1.0),
+        default=0.5,
+        help="outcome weight of --select combined, 0 to 1 (default: 0.5)",
     )
     g.add_argument(
         "--policy-option",
@@ -134,7 +169,13 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="a trained policy head (from `reasonrag train-policy`) over the policy's candidates; "
-        "'untrained' for the plain embedded policy (default: the shipped head when there is one)",
+        "'untrained' for the plain embedded policy (default: "
+        + (
+            "the shipped head"
+            if SHIPPED_POLICY_HEAD.is_file()
+            else "the plain embedded policy: no head is shipped"
+        )
+        + ")",
     )
     g.add_argument(
         "--llm",
@@ -366,7 +407,7 @@ def add_question_options(p: argparse.ArgumentParser, split: str | None, split_he
     """--split, --questions and --limit: which questions a command works through (read by `select_questions`)."""
     p.add_argument("--split", default=split, help=split_help)
     p.add_argument("--questions", default=None, help="a questions JSONL file (default: the corpus's own)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p.add_argument("--limit", type=int_in(1), default=None, help="only the first N questions")
 
 
 def select_questions(args: argparse.Namespace, corpus) -> list:
@@ -374,7 +415,7 @@ def select_questions(args: argparse.Namespace, corpus) -> list:
 
     if getattr(args, "questions", None):
         questions = load_questions(args.questions)
-        if args.split:
+        if args.split and any(q.split for q in questions):  # a file without splits is one split
             questions = [q for q in questions if q.split == args.split]
     else:
         questions = corpus.questions(args.split)
@@ -383,7 +424,25 @@ def select_questions(args: argparse.Namespace, corpus) -> list:
             raise InputError(f"--limit must be at least 1, got {args.limit}")
         questions = questions[: args.limit]
     if not questions:
-        raise InputError(f"no questions in split {args.split!r}")
+        every = load_questions(args.questions) if getattr(args, "questions", None) else corpus.questions(None)
+        splits = sorted({q.split for q in every if q.split})
+        where = args.questions or f"corpus {corpus.name!r}"
+        raise InputError(
+            f"no questions in split {args.split!r} of {where}"
+            + (f"; its splits are {', '.join(splits)}" if splits else "; it has no splits: drop --split")
+        )
+    ungraded = [q.id for q in questions if not q.golden_answers]
+    if ungraded:
+        where = args.questions or f"corpus {corpus.name!r}"
+        raise QuestionsError(
+            f"{where}: {len(ungraded)} question(s) have no gold answers (e.g. {', '.join(ungraded[:3])}); "
+            "scoring needs them: give each line a 'golden_answers' list"
+        )
+    for q in questions:
+        if len(q.question) > MAX_QUESTION_CHARS:
+            raise InputError(
+                f"question {q.id!r} has {len(q.question)} characters; the most is {MAX_QUESTION_CHARS}"
+            )
     return questions
 
 

@@ -7,6 +7,10 @@ import json
 import sys
 from typing import Any
 
+from reasonrag.cli.checks import check_model_dir, check_output_dir, float_in, int_in
+from reasonrag.data.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HIDDEN, MAX_SEED
+from reasonrag.errors import InputError
+
 
 def _gold_questions(records: list[dict], corpus: str | None, questions: str | None = None) -> dict:
     """Questions (with gold evidence) by id: a --questions file, --corpus, or the corpora the labels name."""
@@ -31,8 +35,11 @@ def _print_stage_table(title: str, metrics: dict) -> None:
 
 def cmd_train_prm(args: argparse.Namespace) -> int:
     from reasonrag.training.labeling import read_labels
-    from reasonrag.training.prm_training import PRMTrainingConfig, train_prm
+    from reasonrag.training.prm_training import PRMTrainingConfig, check_dev_labels, train_prm
+    from reasonrag.training.reproducible import seed_everything
 
+    # Everything about the inputs is checked before a model loads.
+    check_output_dir(args.out)
     train = read_labels(args.labels)
     dev = read_labels(args.dev_labels)
     if args.target in ("gold", "mix"):
@@ -41,6 +48,12 @@ def cmd_train_prm(args: argparse.Namespace) -> int:
         gold = _gold_questions(train + dev, args.corpus, args.questions)
         attach_gold(train, gold)
         attach_gold(dev, gold)
+        if not all("gold" in r for r in dev):
+            raise InputError(
+                "--target gold/mix stops early on gold step labels: the dev labels need them too"
+            )
+    check_dev_labels(dev, args.target)
+    seed_everything(args.seed)
     if args.model == "encoder":
         from reasonrag.prm.encoder_prm import EncoderPRM, EncoderPRMConfig
 
@@ -92,9 +105,11 @@ def cmd_eval_prm(args: argparse.Namespace) -> int:
     from reasonrag.prm.loading import load_prm
     from reasonrag.training.labeling import read_labels
 
+    check_model_dir(args.prm, "--prm", "reasonrag train-prm")
     records = read_labels(args.labels)
+    gold = _gold_questions(records, args.corpus, args.questions)
     prm = load_prm(args.prm, encoder_name=args.encoder)
-    result = evaluate_prm(prm, records, _gold_questions(records, args.corpus, args.questions))
+    result = evaluate_prm(prm, records, gold)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -140,12 +155,23 @@ def add_train_parser(sub: Any) -> None:
         help="soft MC values (default), hard MC labels, gold-evidence step labels of the training questions, "
         "or a mix of gold and soft",
     )
-    p.add_argument("--gold-weight", type=float, default=0.5, help="weight of gold labels in --target mix")
     p.add_argument(
-        "--hidden", type=int, default=256, help="encoder PRM: hidden units per stage head (default: 256)"
+        "--gold-weight",
+        type=float_in(0.0, 1.0),
+        default=0.5,
+        help="weight of gold labels in --target mix, 0 to 1 (default: 0.5)",
     )
     p.add_argument(
-        "--dropout", type=float, default=0.1, help="encoder PRM: dropout in the heads (default: 0.1)"
+        "--hidden",
+        type=int_in(1, MAX_HIDDEN),
+        default=256,
+        help=f"encoder PRM: hidden units per stage head, 1 to {MAX_HIDDEN} (default: 256)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float_in(0.0, 1.0, high_open=True),
+        default=0.1,
+        help="encoder PRM: dropout in the heads, in [0, 1) (default: 0.1)",
     )
     p.add_argument(
         "--inputs",
@@ -157,18 +183,42 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument(
         "--questions", default=None, help="questions JSONL with the gold evidence (instead of --corpus)"
     )
-    p.add_argument("--epochs", type=int, default=40, help="most epochs (default: 40)")
     p.add_argument(
-        "--lr", type=float, default=None, help="learning rate (default: 1e-3 encoder, 5e-5 transformers)"
-    )
-    p.add_argument("--batch-size", type=int, default=32, help="trajectories per update (default: 32)")
-    p.add_argument(
-        "--patience", type=int, default=6, help="epochs without dev gain before stopping (default: 6)"
+        "--epochs",
+        type=int_in(1, MAX_EPOCHS),
+        default=40,
+        help=f"most epochs, 1 to {MAX_EPOCHS} (default: 40)",
     )
     p.add_argument(
-        "--fraction", type=float, default=1.0, help="train on this share of the questions (default: 1)"
+        "--lr",
+        type=float_in(0.0, 10.0, low_open=True),
+        default=None,
+        help="learning rate (default: 1e-3 encoder, 5e-5 transformers)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch-size",
+        type=int_in(1, MAX_BATCH_SIZE),
+        default=32,
+        help=f"trajectories per update, 1 to {MAX_BATCH_SIZE} (default: 32)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int_in(1, MAX_EPOCHS),
+        default=6,
+        help="epochs without dev gain before stopping (default: 6)",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float_in(0.0, 1.0, low_open=True),
+        default=1.0,
+        help="train on this share of the questions, in (0, 1] (default: 1)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int_in(0, MAX_SEED),
+        default=0,
+        help="seeds every random choice: the same seed writes the same weights (default: 0)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_prm)

@@ -9,6 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reasonrag.cli.checks import check_model_dir, check_output_dir, float_in, int_in
+from reasonrag.data.limits import (
+    MAX_BATCH_SIZE,
+    MAX_COMPLETIONS,
+    MAX_EPOCHS,
+    MAX_HOPS,
+    MAX_K,
+    MAX_ROUNDS,
+    MAX_SEED,
+    MAX_TRAJECTORIES,
+)
 from reasonrag.errors import InputError
 
 
@@ -40,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--alpha",
-        type=float,
+        type=float_in(0.0, 1.0),
         default=0.5,
         help="outcome weight: 1 outcome only, 0 process only (default: 0.5)",
     )
@@ -70,17 +81,33 @@ def add_parser(subparsers: Any) -> None:
         help="a new head's shape: mlp (encoder products and numbers, 64 hidden; default) or linear "
         "(the 24 numbers only: few weights, for few questions)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="passes over the data (default: 4)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="decisions (pg, 256) or pairs (dpo, 128) per update"
+        "--epochs", type=int_in(1, MAX_EPOCHS), default=None, help="passes over the data (default: 4)"
     )
     p.add_argument(
-        "--kl", type=float, default=0.05, help="pg: KL weight against the starting policy (default: 0.05)"
+        "--lr", type=float_in(0.0, 10.0, low_open=True), default=1e-3, help="learning rate (default: 1e-3)"
     )
-    p.add_argument("--clip", type=float, default=0.2, help="pg: ratio clip (default: 0.2)")
-    p.add_argument("--beta", type=float, default=0.1, help="dpo: beta (default: 0.1)")
-    p.add_argument("--margin", type=float, default=0.1, help="dpo: least value gap of a pair (default: 0.1)")
+    p.add_argument(
+        "--batch-size",
+        type=int_in(1, MAX_BATCH_SIZE),
+        default=None,
+        help=f"decisions (pg, default 256) or pairs (dpo, default 128) per update, at most {MAX_BATCH_SIZE}",
+    )
+    p.add_argument(
+        "--kl",
+        type=float_in(0.0, 100.0),
+        default=0.05,
+        help="pg: KL weight against the starting policy (default: 0.05)",
+    )
+    p.add_argument(
+        "--clip", type=float_in(0.0, 10.0, low_open=True), default=0.2, help="pg: ratio clip (default: 0.2)"
+    )
+    p.add_argument(
+        "--beta", type=float_in(0.0, 100.0, low_open=True), default=0.1, help="dpo: beta (default: 0.1)"
+    )
+    p.add_argument(
+        "--margin", type=float_in(0.0, 1.0), default=0.1, help="dpo: least value gap of a pair (default: 0.1)"
+    )
     p.add_argument(
         "--pair-value",
         default="spre",
@@ -94,24 +121,53 @@ def add_parser(subparsers: Any) -> None:
         "gold answer (exact, no rollouts needed)",
     )
     p.add_argument(
-        "--max-questions", type=int, default=None, help="train on the first N questions of --labels only"
+        "--max-questions",
+        type=int_in(1),
+        default=None,
+        help="train on the first N questions of --labels only",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int_in(0, MAX_SEED),
+        default=0,
+        help="seeds every random choice: the same seed writes the same weights (default: 0)",
+    )
     g = p.add_argument_group("online loop")
     g.add_argument("--online", action="store_true", help="explore, label and update in rounds")
-    g.add_argument("--rounds", type=int, default=3, help="rounds (default: 3)")
     g.add_argument(
-        "--questions-per-round", type=int, default=50, help="new questions each round (default: 50)"
+        "--rounds", type=int_in(1, MAX_ROUNDS), default=3, help=f"rounds, 1 to {MAX_ROUNDS} (default: 3)"
     )
-    g.add_argument("--trajectories", type=int, default=4, help="trajectories per question (default: 4)")
     g.add_argument(
-        "--completions", type=int, default=0, help="MC rollouts per step (default: 0, rewards from the PRM)"
+        "--questions-per-round", type=int_in(1), default=50, help="new questions each round (default: 50)"
+    )
+    g.add_argument(
+        "--trajectories",
+        type=int_in(1, MAX_TRAJECTORIES),
+        default=4,
+        help=f"trajectories per question, 1 to {MAX_TRAJECTORIES} (default: 4)",
+    )
+    g.add_argument(
+        "--completions",
+        type=int_in(0, MAX_COMPLETIONS),
+        default=0,
+        help=f"MC rollouts per step, 0 to {MAX_COMPLETIONS} (default: 0, rewards from the PRM)",
     )
     g.add_argument("--corpus", default=None, help="online: corpus to explore (default: hotpotqa)")
     g.add_argument("--split", default="train", help="online: questions to explore (default: train)")
     g.add_argument("--reader", default=None, help="online: reader directory (default: the shipped one)")
-    g.add_argument("--max-hops", type=int, default=3)
-    g.add_argument("-k", "--k", type=int, default=5)
+    g.add_argument(
+        "--max-hops",
+        type=int_in(1, MAX_HOPS),
+        default=3,
+        help=f"online: most retrieve/extract/synthesize rounds, 1 to {MAX_HOPS} (default: 3)",
+    )
+    g.add_argument(
+        "-k",
+        "--k",
+        type=int_in(1, MAX_K),
+        default=5,
+        help=f"online: passages per retrieve step, 1 to {MAX_K} (default: 5)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_policy)
@@ -182,21 +238,35 @@ def _policy(args: argparse.Namespace, base: Any = None):
 def cmd_train_policy(args: argparse.Namespace) -> int:
     from reasonrag.prm.loading import load_prm
     from reasonrag.retrieval.encoder import _sha256_file
+    from reasonrag.training.labeling import read_labels
     from reasonrag.training.policy_training import step_rewards, train_policy
+    from reasonrag.training.reproducible import seed_everything
 
     config = _config(args)
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = "reasonrag " + " ".join(shlex.quote(a) for a in argv)
     needs_prm = getattr(config, "process_reward", None) == "prm"
+    # Everything about the inputs is checked before a model loads.
+    check_output_dir(args.out)
+    if needs_prm:
+        check_model_dir(args.prm, "--prm", "reasonrag train-prm")
+    if args.policy and args.policy != "untrained":
+        if args.head:
+            raise InputError(
+                f"--head {args.head} shapes a new head, but --policy {args.policy} continues the head saved "
+                "there; drop one of them"
+            )
+        check_model_dir(args.policy, "--policy", "reasonrag train-policy")
+    if not args.online and not args.labels:
+        raise InputError("give --labels FILE... (from `reasonrag label`), or --online to explore as you go")
+    records = dev = None
+    if not args.online:
+        records = first_questions(read_labels(args.labels), args.max_questions)
+        dev = read_labels(args.dev_labels) if args.dev_labels else None
+    seed_everything(args.seed)
     prm = load_prm(args.prm, encoder_name=args.encoder) if needs_prm else None
     if args.online:
         return _online(args, config, prm, command)
-    if not args.labels:
-        raise InputError("give --labels FILE... (from `reasonrag label`), or --online to explore as you go")
-    from reasonrag.training.labeling import read_labels
-
-    records = first_questions(read_labels(args.labels), args.max_questions)
-    dev = read_labels(args.dev_labels) if args.dev_labels else None
     rewards = dev_rewards = None
     if args.algorithm == "pg":
         rewards = step_rewards(records, config.process_reward, prm)
@@ -236,8 +306,13 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
             f"policy head in {args.out}: {result.examples} examples from {questions} questions, {result.seconds}s"
         )
         for h in result.history:
-            cells = [f"{k} {v}" for k, v in h.items() if k not in ("epoch", "seconds") and v is not None]
-            print(f"  epoch {h['epoch']}: " + ", ".join(cells))
+            cells = [
+                f"{k} {v + 0.0 if isinstance(v, float) else v}"  # + 0.0: no "-0.0"
+                for k, v in h.items()
+                if k not in ("epoch", "seconds") and v is not None
+            ]
+            when = f"epoch {h['epoch']}" if h["epoch"] else "before training"
+            print(f"  {when}: " + (", ".join(cells) or "-"))
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,10 +55,43 @@ def read_manifest(
     """A model directory's manifest.json, checked for its kind and feature version (clear errors if not)."""
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{directory}: no readable manifest.json ({exc}){hint}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise ModelError(f"{directory}: no readable manifest.json ({exc}){hint}") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{directory}/manifest.json: not a JSON object{hint}")
     if manifest.get("kind") != kind:
         raise ModelError(f"{directory}: not {what} (kind {manifest.get('kind')!r})")
     if manifest.get("numeric_features") != numeric_features:
         raise ModelError(f"{directory}: made by another version of {what} (features differ)")
     return manifest
+
+
+def config_from_manifest(manifest: dict[str, Any], cls: type, directory: Path) -> Any:
+    """The config dataclass `cls` from a manifest's "config"; ModelError when it does not fit."""
+    config = manifest.get("config", {})
+    try:
+        if not isinstance(config, dict):
+            raise TypeError(f"'config' is a {type(config).__name__}, not an object")
+        return cls(**config)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{directory}/manifest.json: a config this version cannot use ({exc})") from None
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bars while our own models load (from the CLI or the Python API alike); the
+    caller's own setting is back afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            with warnings.catch_warnings():  # the hub warns when its own env var keeps its bars off
+                warnings.simplefilter("ignore")
+                hf_logging.enable_progress_bar()

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reasonrag.data.files import read_manifest
+from reasonrag.data.files import config_from_manifest, read_manifest
 from reasonrag.data.rewards import normalize_answer
 from reasonrag.data.types import STAGES
 from reasonrag.errors import ModelError
@@ -193,7 +193,7 @@ class PolicyHead(nn.Module):
             return []
         # One head call per stage over all candidates of the batch, then a softmax per decision.
         adjust: list[torch.Tensor | None] = [None] * len(decisions)
-        for stage in {d.stage for d in decisions}:
+        for stage in sorted({d.stage for d in decisions}):  # a fixed order: dropout masks are drawn in it
             idx = [i for i, d in enumerate(decisions) if d.stage == stage]
             x = torch.cat([feats[i] for i in idx])
             if not self.config.embeddings:
@@ -325,7 +325,9 @@ def load_policy_head(
     manifest = read_manifest(
         path, KIND, "a reasonrag policy head", N_NUMERIC, "; train one with `reasonrag train-policy`"
     )
-    head = PolicyHead(encoder, PolicyHeadConfig(**manifest.get("config", {})), encoder_name=encoder_name)
+    head = PolicyHead(
+        encoder, config_from_manifest(manifest, PolicyHeadConfig, path), encoder_name=encoder_name
+    )
     want = (manifest.get("encoder") or {}).get("sha256")
     have = head.encoder_info.get("sha256")
     if want and have and want != have:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reasonrag.data.files import quiet_loading
 from reasonrag.errors import ModelError
 
 KINDS = ("span", "yes", "no", "insufficient")
@@ -199,8 +200,9 @@ def _backbone_from_encoder(encoder_path: str) -> tuple[nn.Module, object, int]:
     from transformers import AutoModel, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(encoder_path, local_files_only=True)
-        backbone = AutoModel.from_pretrained(encoder_path, local_files_only=True)
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(encoder_path, local_files_only=True)
+            backbone = AutoModel.from_pretrained(encoder_path, local_files_only=True)
     except OSError as exc:  # transformers raises OSError for a missing model
         raise ModelError(f"cannot load the reader's base encoder from {encoder_path!r}: {exc}") from exc
     return backbone, tokenizer, int(backbone.config.hidden_size)
@@ -340,11 +342,16 @@ def load_reader(model_dir: str | Path | None = None, encoder_name: str | None = 
         )
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{manifest_path}: not a JSON object")
     backbone, tokenizer, hidden = _backbone_from_encoder(resolve_encoder(encoder_name))
     model = ReaderModel(backbone, hidden)
-    state = {k: v.float() for k, v in load_file(str(weights_path)).items()}
+    try:
+        state = {k: v.float() for k, v in load_file(str(weights_path)).items()}
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: safetensors raises its own errors
+        raise ModelError(f"{weights_path} is not a readable safetensors file (truncated?): {exc}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.startswith("backbone.")]  # frozen backbone parts stay as loaded
     if missing or unexpected:

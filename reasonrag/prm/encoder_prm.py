@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reasonrag.data.files import read_manifest, staged_directory, write_json
+from reasonrag.data.files import config_from_manifest, read_manifest, staged_directory, write_json
 from reasonrag.data.rewards import normalize_answer
 from reasonrag.data.types import STAGES
 from reasonrag.errors import ModelError
@@ -302,7 +302,9 @@ class EncoderPRM(PRMBase, nn.Module):
 
         directory = Path(directory)
         manifest = read_manifest(directory, KIND, "an encoder PRM", N_NUMERIC)
-        prm = cls(encoder, EncoderPRMConfig(**manifest.get("config", {})), encoder_name=encoder_name)
+        prm = cls(
+            encoder, config_from_manifest(manifest, EncoderPRMConfig, directory), encoder_name=encoder_name
+        )
         want = (manifest.get("encoder") or {}).get("sha256")
         have = prm.encoder_info.get("sha256")
         if want and have and want != have:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reasonrag.data.files import quiet_loading
 from reasonrag.errors import EncoderUnavailableError
 
 if TYPE_CHECKING:
@@ -114,7 +115,8 @@ def _load(resolved: str, *, device: str, local_only: bool) -> SentenceTransforme
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar for a sub-second load
     try:
-        return SentenceTransformer(resolved, device=device, local_files_only=local_only)
+        with quiet_loading():
+            return SentenceTransformer(resolved, device=device, local_files_only=local_only)
     except Exception as exc:  # noqa: BLE001 - any hub/IO failure becomes one clear error
         if local_only and not _looks_like_path(resolved):
             reason = "it is neither a local model directory nor in the local Hugging Face cache, and downloads are off"

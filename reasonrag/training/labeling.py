@@ -27,6 +27,7 @@ from typing import Any
 
 from reasonrag.agent.nodes import AgentSteps, rollout
 from reasonrag.agent.state import next_node
+from reasonrag.data.limits import MAX_COMPLETIONS, MAX_HOPS, MAX_K, MAX_TRAJECTORIES, check_range
 from reasonrag.data.rewards import OUTCOME_METRICS
 from reasonrag.data.types import Question
 from reasonrag.errors import InputError, LabelsError
@@ -52,8 +53,10 @@ class LabelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.trajectories < 1 or self.completions < 0:
-            raise InputError("--trajectories must be at least 1 and --completions at least 0")
+        check_range("trajectories", self.trajectories, 1, MAX_TRAJECTORIES)
+        check_range("completions", self.completions, 0, MAX_COMPLETIONS)
+        check_range("max_hops", self.max_hops, 1, MAX_HOPS)
+        check_range("k", self.k, 1, MAX_K)
         if self.success not in OUTCOME_METRICS:
             raise InputError(f"--success {self.success!r}: use one of {', '.join(OUTCOME_METRICS)}")
         if not 0.0 < self.gamma <= 1.0:
@@ -132,8 +135,9 @@ class Labeler:
 
     def label_question(self, q: Question, corpus: str = "", split: str | None = None) -> list[dict]:
         cfg = self.config
-        base = self.steps.start(
-            {"question": q.question, "mode": "sample", "seed": 0, "max_hops": cfg.max_hops, "k": cfg.k}
+        base = self.steps.run_node(
+            "start",
+            {"question": q.question, "mode": "sample", "seed": 0, "max_hops": cfg.max_hops, "k": cfg.k},
         )
         paths: dict[tuple, dict] = {}  # action prefix of a whole path -> its record
         counts: dict[tuple, int] = {}
@@ -243,6 +247,7 @@ def validate_record(record: Any, where: str) -> dict:
     for i, (s, lab, v) in enumerate(zip(steps, labels, values)):
         if not isinstance(s, dict) or s.get("stage") not in ("retrieve", "extract", "synthesize"):
             raise LabelsError(f"{where}: step {i} has no known stage")
+        _check_step(s, f"{where}: step {i}")
         if lab not in (0, 1, None):
             raise LabelsError(f"{where}: label {i} must be 0, 1 or null, got {lab!r}")
         if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
@@ -250,6 +255,30 @@ def validate_record(record: Any, where: str) -> dict:
     if not isinstance(record["question"], str):
         raise LabelsError(f"{where}: 'question' must be a string")
     return record
+
+
+def _is_prob(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0
+
+
+def _check_step(step: dict, where: str) -> None:
+    """The fields the trainers read from a step: its action, probability, candidates and choice."""
+    if not isinstance(step.get("action"), str):
+        raise LabelsError(f"{where}: 'action' must be a string")
+    if "prob" in step and not _is_prob(step["prob"]):  # (trainers read the candidates' probabilities)
+        raise LabelsError(f"{where}: 'prob' must be a number in [0, 1], got {step.get('prob')!r}")
+    cands = step.get("candidates")
+    if not isinstance(cands, list) or not cands:
+        raise LabelsError(f"{where}: 'candidates' must be a non-empty list (the actions the policy proposed)")
+    for j, c in enumerate(cands):
+        if not isinstance(c, dict) or not isinstance(c.get("text"), str) or not _is_prob(c.get("prob")):
+            raise LabelsError(f"{where}: candidate {j} must be an object with 'text' and 'prob' in [0, 1]")
+    chosen = step.get("chosen")
+    if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(cands):
+        raise LabelsError(f"{where}: 'chosen' must be the index of one of its {len(cands)} candidate(s)")
+    hop = step.get("hop", 0)
+    if not isinstance(hop, int) or isinstance(hop, bool) or hop < 0:
+        raise LabelsError(f"{where}: 'hop' must be a whole number >= 0")
 
 
 def read_labels(paths: str | Path | Iterable[str | Path]) -> list[dict]:
@@ -261,8 +290,14 @@ def read_labels(paths: str | Path | Iterable[str | Path]) -> list[dict]:
         path = Path(path)
         if not path.is_file():
             raise LabelsError(f"{path}: no such labels file")
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with path.open("rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise LabelsError(
+                        f"{path}:{n}: not valid UTF-8 (byte {exc.start + 1} of the line)"
+                    ) from None
                 if not line.strip():
                     continue
                 try:

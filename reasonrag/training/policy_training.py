@@ -523,7 +523,13 @@ def train_policy(
         steps = max(len(losses), 1)
         entry = curve(epoch, losses, {k: v / steps for k, v in sums.items()})
         result.history.append(entry)
-        bar.set_postfix(loss=entry["loss"], reward=entry.get("train_reward"))
+        bar.set_postfix(
+            {
+                k: v
+                for k, v in (("loss", entry["loss"]), ("reward", entry.get("train_reward")))
+                if v is not None
+            }
+        )
         if on_epoch:
             on_epoch(entry)
     if hasattr(policy, "eval"):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from reasonrag.errors import InputError
+from reasonrag.errors import InputError, LabelsError
 from reasonrag.prm.evaluation import per_stage, score_records
 
 TARGETS = ("soft", "hard", "gold", "mix")
@@ -110,6 +110,24 @@ def batch_loss(
     return F.binary_cross_entropy_with_logits(x, y), int(y.numel())
 
 
+def check_dev_labels(dev: list[dict], target: str = "soft") -> None:
+    """Raise unless some stage of `dev` holds both a positive and a negative step: otherwise no AUROC is
+    defined and no epoch could be told better than another."""
+    key = "gold" if target in ("gold", "mix") else "labels"
+    seen: dict[str, set[int]] = {}
+    for r in dev:
+        for step, label in zip(r["steps"], r.get(key) or []):
+            if label is not None:
+                seen.setdefault(step["stage"], set()).add(int(label))
+    if not any(classes == {0, 1} for classes in seen.values()):
+        which = "gold step labels" if key == "gold" else "MC step labels"
+        found = ", ".join(f"{stage}: {sorted(c)}" for stage, c in sorted(seen.items())) or "none"
+        raise LabelsError(
+            f"the dev labels hold no stage with both a positive and a negative {which} ({found}), so no "
+            "epoch can be chosen on them; label more dev questions, or more --completions per step"
+        )
+
+
 def dev_metrics(model: Any, records: list[dict], batch_size: int = 64, against: str = "mc") -> dict[str, Any]:
     """Per-stage AUROC on dev against the MC labels, or against gold step labels ("gold")."""
     scores = score_records(model, records, batch_size)
@@ -156,6 +174,7 @@ def train_prm(
     against = "gold" if config.target in ("gold", "mix") else "mc"
     if against == "gold" and not all("gold" in r for r in dev):
         raise InputError("--target gold/mix stops early on gold step labels: the dev labels need them too")
+    check_dev_labels(dev, config.target)
     if hasattr(model, "cache_features"):
         model.cache_features(train + dev)
     bar = tqdm(
@@ -180,7 +199,13 @@ def train_prm(
         entry = {"epoch": epoch, "train_loss": round(total / max(count, 1), 5), **dev_m}
         history.append(entry)
         score = dev_m["mean_auroc"] if dev_m["mean_auroc"] is not None else -entry["train_loss"]
-        bar.set_postfix(loss=entry["train_loss"], dev_auroc=dev_m["mean_auroc"])
+        bar.set_postfix(
+            {
+                k: v
+                for k, v in (("loss", entry["train_loss"]), ("dev_auroc", dev_m["mean_auroc"]))
+                if v is not None
+            }
+        )
         if score > best:
             best, best_epoch, waited = score, epoch, 0
             model.save(
