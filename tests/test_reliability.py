@@ -6,6 +6,7 @@ The kill -9 runs of every long command are in tests/test_reliability_kill.py (sl
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -113,3 +114,227 @@ def test_a_second_question_on_a_thread_carries_nothing_of_the_first(backtracking
     alone = run_agent(backtracking_agent, second, config={"configurable": {"thread_id": "fresh"}})
     assert _seen_by_a_person(after) == _seen_by_a_person(alone)
     assert "enugu" in after["answer"].lower()
+
+
+# -- corrupted artifacts: a clear one-line error (or, for a cache, a rebuild), never a traceback -----------
+SHIPPED = Path(__file__).resolve().parents[1] / "reasonrag" / "weights"
+GARBAGE = b"\x00\xffnot what was written\xfe" * 40
+DAMAGES = {
+    "weights truncated": ("model.safetensors", lambda b: b[: len(b) // 2]),
+    "weights empty": ("model.safetensors", lambda b: b""),
+    "weights garbage": ("model.safetensors", lambda b: GARBAGE),
+    "weights missing": ("model.safetensors", None),
+    "manifest truncated": ("manifest.json", lambda b: b[: len(b) // 2]),
+    "manifest empty": ("manifest.json", lambda b: b""),
+    "manifest not UTF-8": ("manifest.json", lambda b: GARBAGE),
+    "manifest a list": ("manifest.json", lambda b: b"[1, 2]"),
+    "manifest missing": ("manifest.json", None),
+}
+
+
+def damage(directory: Path, how: str) -> None:
+    name, change = DAMAGES[how]
+    file = directory / name
+    if change is None:
+        file.unlink()
+    else:
+        file.write_bytes(change(file.read_bytes()))
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory) -> Path:
+    """A saved (untrained) policy head: what `reasonrag train-policy` writes."""
+    from reasonrag.policies.head import PolicyHead, PolicyHeadConfig, TunedPolicy
+    from reasonrag.retrieval.encoder import load_encoder
+
+    out = tmp_path_factory.mktemp("policy") / "head"
+    TunedPolicy(None, PolicyHead(load_encoder(None), PolicyHeadConfig())).save(out, {"command": "test"})
+    return out
+
+
+def _load(kind: str, directory: Path) -> None:
+    if kind == "prm":
+        load_prm(directory)
+    elif kind == "reader":
+        from reasonrag.policies.reader import load_reader
+
+        load_reader(directory)
+    else:
+        from reasonrag.policies.head import load_policy_head
+
+        load_policy_head(directory, None)
+
+
+@pytest.mark.parametrize("how", list(DAMAGES))
+@pytest.mark.parametrize("kind", ["prm", "reader", "policy"])
+def test_a_damaged_model_directory_is_a_clear_error(kind, how, policy_dir, tmp_path):
+    from reasonrag.errors import ReasonRAGError
+
+    directory = tmp_path / kind
+    shutil.copytree(policy_dir if kind == "policy" else SHIPPED / kind, directory)
+    damage(directory, how)
+    with pytest.raises(ReasonRAGError) as caught:
+        _load(kind, directory)
+    assert caught.value.code == "INVALID_MODEL"
+    assert str(directory) in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["prm", "policy"])
+def test_a_damaged_model_given_to_the_cli_is_one_line_and_exit_2(
+    kind, policy_dir, tmp_path, capsys, monkeypatch
+):
+    """End to end: `ask --prm/--policy DIR` with garbage weights (the reader's case is in test_cli_errors)."""
+    from reasonrag.cli.main import main
+
+    monkeypatch.setenv("REASONRAG_CACHE", str(tmp_path / "cache"))
+    directory = tmp_path / kind
+    shutil.copytree(policy_dir if kind == "policy" else SHIPPED / kind, directory)
+    damage(directory, "weights garbage")
+    assert main(["ask", "Who wrote it?", "--corpus", CORPUS, f"--{kind}", str(directory)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("reasonrag: error [INVALID_MODEL]: ")
+
+
+INDEX_DAMAGES = {
+    "embeddings truncated": ("embeddings.npy", lambda b: b[: len(b) // 2]),
+    "embeddings scribbled": ("embeddings.npy", lambda b: b[:-64] + b"\x7f" * 64),
+    "embeddings missing": ("embeddings.npy", None),
+    "manifest garbage": ("manifest.json", lambda b: GARBAGE),
+    "manifest empty": ("manifest.json", lambda b: b""),
+    "manifest missing": ("manifest.json", None),
+}
+
+
+@pytest.mark.parametrize("how", list(INDEX_DAMAGES))
+def test_a_damaged_cached_index_is_rebuilt_not_trusted(how, tmp_path, monkeypatch, capsys):
+    """The index is a cache: a damaged one is said so on stderr and rebuilt to the same vectors."""
+    from reasonrag.cli.main import main
+
+    monkeypatch.setenv("REASONRAG_CACHE", str(tmp_path))
+    assert main(["index", "--corpus", CORPUS, "--json"]) == 0
+    path = Path(json.loads(capsys.readouterr().out)["path"])
+    before = (path / "embeddings.npy").read_bytes()
+    name, change = INDEX_DAMAGES[how]
+    if change is None:
+        (path / name).unlink()
+    else:
+        (path / name).write_bytes(change((path / name).read_bytes()))
+    assert main(["index", "--corpus", CORPUS, "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "rebuilding" in err or "building it" in err, err
+    assert (path / "embeddings.npy").read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")) == [path.name]
+
+
+def test_a_damaged_faiss_file_is_an_invalid_index(tmp_path):
+    """The IVF kind's faiss.index (the tiny corpus is flat by default, so this one is built IVF)."""
+    from reasonrag.errors import InvalidIndexError
+
+    corpus = Corpus.load(CORPUS)
+    index = DenseIndex.build(corpus.passages, corpus_checksum=corpus.checksum(), exact_threshold=1)
+    index.save(tmp_path / "ivf")
+    faiss_file = tmp_path / "ivf" / "faiss.index"
+    for bad in (faiss_file.read_bytes()[:100], b""):
+        faiss_file.write_bytes(bad)
+        with pytest.raises(InvalidIndexError, match="faiss.index"):
+            DenseIndex.load(tmp_path / "ivf")
+        with pytest.raises(InvalidIndexError, match="faiss.index"):
+            DenseIndex.load(tmp_path / "ivf", verify=False)
+
+
+@pytest.mark.parametrize("content", [b'{"rounds": [', b"", GARBAGE, b"[1]", b'{"rounds": 3}'])
+def test_a_damaged_online_rounds_file_is_a_clear_error(content, tmp_path):
+    from reasonrag.errors import ReasonRAGError
+    from reasonrag.training.online import OnlineConfig, train_online
+    from reasonrag.training.policy_training import PolicyGradientConfig
+
+    (tmp_path / "rounds.json").write_bytes(content)
+    questions = [object()] * 2
+    with pytest.raises(ReasonRAGError, match="rounds.json"):
+        train_online(
+            tmp_path,
+            questions,
+            None,
+            None,
+            PolicyGradientConfig(),
+            OnlineConfig(rounds=1, questions_per_round=1),
+        )
+
+
+# -- chat sessions: a damaged database, and two chat processes on one ---------------------------------------
+TESTS = Path(__file__).resolve().parent
+
+
+def _chat(db: Path, session: str | None = None):
+    import sys
+
+    sys.path.insert(0, str(TESTS))
+    from test_chat import session as scripted_session  # a scripted policy and search: no model loads
+
+    return scripted_session(db, session)
+
+
+@pytest.mark.parametrize("where", ["header", "inside"])
+def test_a_damaged_chat_database_is_a_clear_error(where, tmp_path):
+    from reasonrag.errors import InputError
+
+    db = tmp_path / "chat.sqlite"
+    with _chat(db, "s") as chat:
+        for i in range(3):
+            chat.handle(f"Who wrote the novel The Quiet Orchard? ({i})")
+    data = bytearray(db.read_bytes())
+    start = 0 if where == "header" else len(data) // 3
+    data[start : start + 8192] = b"\xab" * 8192
+    db.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="chat.sqlite"):
+        _chat(db, "s")
+
+
+CHAT_PROCESS = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_chat import session
+with session(Path({db!r}), sys.argv[1]) as chat:
+    for i in range(int(sys.argv[3])):
+        chat.handle(f"Who wrote the novel The Quiet Orchard? ({{sys.argv[2]}} {{i}})")
+    print(chat.out.getvalue())
+"""
+
+
+def test_chat_processes_on_one_database_keep_every_question_apart(tmp_path):
+    """Three chat processes at once on one SQLite file, two of them in the same session: nobody crashes,
+    every question keeps its own number, thread and answer, and each session holds exactly its own."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "chat.sqlite"
+    script = CHAT_PROCESS.format(tests=str(TESTS), db=str(db))
+    n = 6
+    runs = [("shared", "a"), ("shared", "b"), ("alone", "c")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, sid, tag, str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for sid, tag in runs
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+        assert out.count("Answer: Tomas Varga") == n and "error" not in out
+    with _chat(db, "shared") as shared, _chat(db, "alone") as alone:
+        for chat, tags in ((shared, "ab"), (alone, "c")):
+            history = chat.history()
+            assert [row["n"] for row in history] == list(range(1, n * len(tags) + 1))
+            assert len({row["thread_id"] for row in history}) == len(history)
+            asked = sorted(row["question"] for row in history)
+            assert asked == sorted(
+                f"Who wrote the novel The Quiet Orchard? ({t} {i})" for t in tags for i in range(n)
+            )
+            for row in history:
+                values = chat.graph.get_state({"configurable": {"thread_id": row["thread_id"]}}).values
+                assert values["question"] == row["question"] and values["answer"] == "Tomas Varga"

@@ -155,11 +155,20 @@ class ChatSession:
                     "asked_at REAL NOT NULL, PRIMARY KEY (session_id, n))"
                 )
                 self.conn.commit()
+                # A file damaged inside (not only in its header) fails here, not later mid-question.
+                problems = [row[0] for row in self.conn.execute("PRAGMA quick_check").fetchall()]
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise InputError(
                 f"{self.db}: cannot hold chat sessions ({exc}); give another file with --db"
-            ) from exc
+            ) from None
+        if problems != ["ok"]:
+            self.conn.close()
+            detail = "; ".join(" ".join(str(p).split()) for p in problems[:2])
+            raise InputError(
+                f"{self.db}: the sessions database is damaged ({detail}); "
+                "move it away or give another file with --db"
+            )
         self.graph = compile_steps(self.nodes, self.saver)
         cfg = self.nodes.backtrack_config
         bound = max(MAX_BACKTRACKS_BOUND, cfg.max_backtracks if cfg else 0)
@@ -293,14 +302,18 @@ class ChatSession:
         question = question.strip()
         if not question:
             raise InputError("the question is empty")
-        n = len(self._rows(self.session)) + 1
-        self.thread = f"{self.session}/{n}"
         with self.saver.lock:
-            self.conn.execute(
-                f"INSERT INTO {SESSIONS_TABLE} VALUES (?, ?, ?, ?, ?)",
-                (self.session, n, self.thread, question, time.time()),
+            # One statement numbers and stores the question, so another chat process asking in the same
+            # session at the same moment gets the next number rather than a clash.
+            cur = self.conn.execute(
+                f"INSERT INTO {SESSIONS_TABLE} SELECT ?1, COALESCE(MAX(n), 0) + 1, "
+                f"?1 || '/' || (COALESCE(MAX(n), 0) + 1), ?2, ?3 FROM {SESSIONS_TABLE} WHERE session_id = ?1",
+                (self.session, question, time.time()),
             )
             self.conn.commit()
+            (self.thread,) = self.conn.execute(
+                f"SELECT thread_id FROM {SESSIONS_TABLE} WHERE rowid = ?", (cur.lastrowid,)
+            ).fetchone()
         self.pointer = _thread(self.thread)
         return self._run({"question": question, **self.inputs}, _thread(self.thread), 0)
 
@@ -477,6 +490,10 @@ class ChatSession:
             action()
         except ReasonRAGError as exc:
             self.say(f"error: {exc}")
+        except sqlite3.DatabaseError as exc:  # the file was damaged or taken away while the chat ran
+            self.say(
+                f"error: the sessions database {self.db} failed ({exc}); what you just did may not be saved"
+            )
 
     def banner(self) -> str:
         if self.resumed:

@@ -20,9 +20,12 @@ def load_prm(path: str | Path | None = None, *, encoder_name: str | None = None)
             f"no PRM in {path} (expected manifest.json): train one with `reasonrag train-prm --labels FILE --out DIR`"
         )
     try:
-        kind = json.loads(manifest.read_text()).get("kind")
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{manifest}: not valid JSON ({exc})") from exc
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8 (a damaged file)
+        raise ModelError(f"{manifest}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{manifest}: not a JSON object")
+    kind = data.get("kind")
     if kind == "reasonrag-encoder-prm":
         from reasonrag.prm.encoder_prm import EncoderPRM
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonrag.data.types import Question
-from reasonrag.errors import InputError
+from reasonrag.errors import InputError, ModelError
 from reasonrag.training.labeling import LabelConfig, Labeler, label_questions, read_labels
 from reasonrag.training.policy_training import (
     DPOConfig,
@@ -50,6 +50,19 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def _read_rounds(path: Path) -> dict[str, Any]:
+    """The rounds done so far (none without the file); a damaged file is an error naming it, not a guess."""
+    if not path.is_file():
+        return {"rounds": []}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise ModelError(f"{path}: unreadable ({exc}); remove the directory to start over") from None
+    if not isinstance(state, dict) or not isinstance(state.get("rounds"), list):
+        raise ModelError(f"{path}: not the rounds of `train-policy --online`; remove it to start over")
+    return state
+
+
 def train_online(
     out: str | Path,
     questions: Sequence[Question],
@@ -79,7 +92,7 @@ def train_online(
             f"only {len(questions)} given"
         )
     state_path = out / "rounds.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds": []}
+    state = _read_rounds(state_path)
     done = len(state["rounds"])
     reference_dir = out / "reference"
     if not (reference_dir / "manifest.json").is_file():
