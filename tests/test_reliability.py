@@ -9,6 +9,7 @@ import json
 import shutil
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -338,3 +339,203 @@ def test_chat_processes_on_one_database_keep_every_question_apart(tmp_path):
             for row in history:
                 values = chat.graph.get_state({"configurable": {"thread_id": row["thread_id"]}}).values
                 assert values["question"] == row["question"] and values["answer"] == "Tomas Varga"
+
+
+# -- one compiled graph, eight threads at once, cold caches ----------------------------------------------
+def _cold_agent(cache: Path):
+    """A new agent on a new index cache: retriever, reader windows and PRM all start empty."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REASONRAG_CACHE", str(cache))
+    try:
+        return build_agent(
+            retriever=DenseRetriever(Corpus.load(CORPUS), show_progress=False), k=3, prm=load_prm(None)
+        )
+    finally:
+        mp.undo()
+
+
+def _outcome(state: dict) -> dict:
+    steps = [(s["stage"], s["action"], s.get("score")) for s in state["steps"]]
+    return {"answer": state["answer"], "status": state.get("status"), "steps": steps}
+
+
+def test_eight_threads_on_one_compiled_graph_answer_as_one_thread_does(tmp_path):
+    """Four questions, greedy and sampled (seeded), all at once on one graph built cold: each answer, and the
+    path to it, is the one a fresh graph gives when asked one question at a time."""
+    from reasonrag.data.corpus import load_questions
+
+    questions = [q.question for q in load_questions(str(DATA / "tiny_questions.jsonl"))]
+    jobs = [(q, mode) for q in questions for mode in ("greedy", "sample")]
+    assert len(jobs) == 8
+
+    def ask(graph, job):
+        question, mode = job
+        return _outcome(run_agent(graph, question, max_hops=2, mode=mode, seed=7))
+
+    one_at_a_time = [ask(_cold_agent(tmp_path / "a"), job) for job in jobs]
+    graph = _cold_agent(tmp_path / "b")
+    at_once, errors = run_in_threads(8, lambda i: ask(graph, jobs[i]))
+    assert not errors, errors
+    assert at_once == one_at_a_time
+
+
+# -- fuzzed loaders: any bytes either load or raise our one error, never another exception -----------------
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from reasonrag.errors import ReasonRAGError  # noqa: E402
+from reasonrag.training.labeling import LabelConfig  # noqa: E402
+
+FIELDS = (
+    "id contents title text sentences question golden_answers answers answer split metadata format steps "
+    "labels values config question_id n_samples count stage hop action prob candidates chosen setting em f1 "
+    "cover_em seconds"
+).split()
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+STEP = {"stage": "retrieve", "hop": 0, "action": "q", "candidates": [{"text": "q", "prob": 1.0}], "chosen": 0}
+GOOD = [  # one good line of each kind of file, for the fuzzer to damage
+    {"id": "p1", "contents": "Title\nSome text. More text.", "sentences": ["Some text."]},
+    {"id": "q1", "question": "Who?", "golden_answers": ["Ann"], "split": "dev", "metadata": {}},
+    {
+        "format": "reasonrag-labels/1",
+        "question": "Who?",
+        "question_id": "q1",
+        "steps": [STEP],
+        "labels": [1],
+        "values": [1.0],
+        "count": 1,
+        "n_samples": 1,
+        "config": asdict(LabelConfig()),  # as `label` resumes only a file made with its own settings
+    },
+    {
+        "format": "reasonrag-predictions/1",
+        "id": "q1",
+        "answer": "Ann",
+        "em": 1.0,
+        "f1": 1.0,
+        "cover_em": 1.0,
+        "seconds": 0.1,
+        "steps": [],
+        "setting": {},
+    },
+]
+
+
+@st.composite
+def damaged_record(draw) -> dict:
+    record = json.loads(json.dumps(draw(st.sampled_from(GOOD))))
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(FIELDS))
+        if draw(st.booleans()):
+            record.pop(key, None)
+        else:
+            record[key] = draw(JSON)
+    if draw(st.booleans()) and "steps" in record and isinstance(record["steps"], list) and record["steps"]:
+        step = dict(STEP)
+        step[draw(st.sampled_from(list(STEP) + ["prob"]))] = draw(JSON)
+        record["steps"] = [step]
+    return record
+
+
+LINE = st.one_of(
+    damaged_record().map(lambda r: json.dumps(r).encode()),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=40),
+    st.sampled_from(
+        [
+            b"",
+            b"\xef\xbb\xbf{}",
+            b"[" * 50_000,
+            b'{"id": ' + b"9" * 5000 + b"}",
+            b'{"id": NaN}',
+            b"\x00",
+            b"{",
+        ]
+    ),
+)
+FILE = st.tuples(st.lists(LINE, max_size=4), st.booleans()).map(
+    lambda t: b"\n".join(t[0]) + (b"\n" if t[1] else b"")
+)
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _loads_or_our_error(load, data: bytes, path: Path) -> None:
+    path.write_bytes(data)
+    try:
+        load(path)
+    except ReasonRAGError as exc:
+        assert "\n" not in str(exc).strip() or exc.code, exc  # printed as one line by the CLI
+
+
+@pytest.fixture(scope="module")
+def fuzz_file(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz") / "input.jsonl"
+
+
+@FUZZ
+@given(data=FILE)
+def test_fuzzed_corpora_load_or_raise_our_error(data, fuzz_file):
+    _loads_or_our_error(lambda p: Corpus.load(str(p)), data, fuzz_file)
+
+
+@FUZZ
+@given(data=FILE)
+def test_fuzzed_questions_load_or_raise_our_error(data, fuzz_file):
+    from reasonrag.data.corpus import load_questions
+
+    _loads_or_our_error(load_questions, data, fuzz_file)
+
+
+@FUZZ
+@given(data=FILE)
+def test_fuzzed_labels_load_or_raise_our_error(data, fuzz_file):
+    """Both ways a labels file is read: by the trainers, and by `label` resuming into it."""
+    from reasonrag.training.labeling import LabelConfig, read_labels, resume_point
+
+    _loads_or_our_error(read_labels, data, fuzz_file)
+    _loads_or_our_error(lambda p: resume_point(p, LabelConfig()), data, fuzz_file)
+
+
+@FUZZ
+@given(data=FILE)
+def test_fuzzed_predictions_load_or_raise_our_error(data, fuzz_file):
+    from reasonrag.evaluation.predictions import read_predictions
+
+    _loads_or_our_error(lambda p: read_predictions(p, {}), data, fuzz_file)
+
+
+NUMBER = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=6),
+    st.text(alphabet="0123456789", min_size=300, max_size=400),  # beyond what a float holds
+)
+SCORE = st.tuples(
+    NUMBER,
+    st.sampled_from(["", ".", "%", "/", " out of "]),
+    NUMBER,
+    st.sampled_from(["<score>{}</score>", "Score: {}", "<score>{}", "{}"]),
+).map(lambda t: t[3].format(t[0] + (t[1] + t[2] if t[1] else "")))
+
+
+@FUZZ
+@example(reply="<score>" + "9" * 400 + "/" + "9" * 400 + "</score>")  # inf / inf: NaN from parse_score
+@given(reply=SCORE)
+def test_fuzzed_judge_scores_are_a_grade_in_0_1_or_our_error(reply):
+    """Numbers of any length and scale in an LLM judge's reply (tests/test_tags.py fuzzes the reply's
+    shape); and the same numbers as cited sentence numbers."""
+    from reasonrag.errors import LLMOutputError
+    from reasonrag.llm.tags import parse_evidence
+    from reasonrag.prm.judge import grade
+
+    try:
+        assert 0.0 <= grade(reply) <= 1.0, reply
+    except LLMOutputError:
+        pass
+    cited = reply.replace("<score>", "<evidence>[").replace("</score>", "]</evidence>")
+    try:
+        assert all(0 <= i < 3 for i in parse_evidence(cited, ["a.", "b.", "c."], max_keep=2))
+    except LLMOutputError:
+        pass

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reasonrag.data.files import parse_json
 from reasonrag.data.types import Passage, Question
 from reasonrag.errors import CorpusError, QuestionsError, ReasonRAGError, UnknownCorpusError
 
@@ -155,7 +156,7 @@ def _iter_json_objects(path: Path, error: type[ReasonRAGError]) -> Iterator[tupl
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = parse_json(line)
             except json.JSONDecodeError as exc:
                 raise error(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
             if not isinstance(obj, dict):

@@ -45,6 +45,20 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, where every malformed line is a `json.JSONDecodeError` (or, for bytes, a
+    UnicodeDecodeError): a 5000-digit number (ValueError) or 50,000 nested brackets (RecursionError)
+    included, so a loader that names the bad line catches one exception rather than crashing."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise json.JSONDecodeError(str(exc).split(";")[0], "", 0) from None
+
+
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from reasonrag.data.files import parse_json
 from reasonrag.data.types import Question
 from reasonrag.errors import InputError, PredictionsError
 
@@ -45,6 +46,22 @@ def _differences(old: Any, new: dict[str, Any]) -> str:
     return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _wrong_types(record: dict[str, Any]) -> str | None:
+    """What the summary could not read in a record, if anything (a record we wrote never has it)."""
+    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+        return "'id' must be a string"
+    bad = [k for k in ("em", "f1", "cover_em", "seconds") if not _number(record[k])]
+    if bad:
+        return f"{', '.join(bad)} must be numbers"
+    if not isinstance(record["steps"], list):
+        return "'steps' must be a list"
+    return None
+
+
 def read_predictions(
     path: str | Path, setting: dict[str, Any], questions: Sequence[Question] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -66,7 +83,7 @@ def read_predictions(
             continue
         where = f"{path}:{n}"
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise PredictionsError(
                 f"{where}: not valid JSON; is this a reasonrag predictions file?"
@@ -79,6 +96,9 @@ def read_predictions(
         missing = [k for k in REQUIRED_KEYS if k not in record]
         if missing:
             raise PredictionsError(f"{where}: missing {', '.join(missing)}")
+        wrong = _wrong_types(record)
+        if wrong:
+            raise PredictionsError(f"{where}: {wrong}")
         if record.get("setting") != setting:
             raise PredictionsError(
                 f"{where}: made with another setting ({_differences(record.get('setting'), setting)}); "

@@ -27,6 +27,7 @@ from typing import Any
 
 from reasonrag.agent.nodes import AgentSteps, rollout
 from reasonrag.agent.state import next_node
+from reasonrag.data.files import parse_json
 from reasonrag.data.limits import MAX_COMPLETIONS, MAX_HOPS, MAX_K, MAX_TRAJECTORIES, check_range
 from reasonrag.data.rewards import OUTCOME_METRICS
 from reasonrag.data.types import Question
@@ -254,6 +255,17 @@ def validate_record(record: Any, where: str) -> dict:
             raise LabelsError(f"{where}: value {i} must be a number in [0, 1] or null, got {v!r}")
     if not isinstance(record["question"], str):
         raise LabelsError(f"{where}: 'question' must be a string")
+    if not isinstance(record.get("question_id", ""), (str, int)) or isinstance(
+        record.get("question_id"), bool
+    ):
+        raise LabelsError(f"{where}: 'question_id' must be a string")
+    for key in (
+        "count",
+        "n_samples",
+    ):  # how often a trajectory was sampled, of how many (resuming reads them)
+        n = record.get(key, 1)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise LabelsError(f"{where}: '{key}' must be a whole number >= 0, got {n!r}")
     return record
 
 
@@ -301,7 +313,7 @@ def read_labels(paths: str | Path | Iterable[str | Path]) -> list[dict]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = parse_json(line)
                 except json.JSONDecodeError as exc:
                     raise LabelsError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
                 records.append(validate_record(record, f"{path}:{n}"))
@@ -328,7 +340,7 @@ def resume_point(path: Path, config: LabelConfig) -> set[str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise LabelsError(f"{path}:{n}: not valid JSON; is this a reasonrag labels file?") from None
         validate_record(record, f"{path}:{n}")
