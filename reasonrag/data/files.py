@@ -16,26 +16,60 @@ from reasonrag.errors import ModelError
 
 
 def swap_in(tmp: Path, target: Path) -> None:
-    """Move the finished directory `tmp` to `target`, replacing an older one there in two renames."""
+    """Move the finished directory `tmp` to `target`, replacing an older one there in two renames (an
+    older one a kill left moved aside between them is deleted once the new one is in place)."""
+    old = target.with_name(target.name + ".old")
     if target.exists():
-        old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (on Windows, where os.kill would end it, assume it does)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def staging_prefix(name: str) -> str:
+    """The name start of a file or directory staged for `name` by this process: `.NAME.tmp-PID-`."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+def remove_dead_staging(directory: Path, name: str) -> None:
+    """Delete what writers of `name` killed mid-write (kill -9, power loss) left staged in `directory`;
+    a live writer's staging is left alone."""
+    for leftover in directory.glob(f".{name}.tmp-*"):
+        try:
+            pid = int(leftover.name.removeprefix(f".{name}.tmp-").split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not pid_alive(pid):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 @contextmanager
 def staged_directory(target: str | Path) -> Iterator[Path]:
     """A fresh sibling directory to write a model into; it replaces `target` only if the block finishes.
 
-    A reader (or a resumed run) never sees half a model, or one model's weights under another's manifest.
+    A reader (or a resumed run) never sees half a model, or one model's weights under another's manifest;
+    and what an earlier, killed write left staged beside `target` is removed.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_dead_staging(target.parent, target.name)
+    tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(target.name), dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary directory
     try:
         yield tmp

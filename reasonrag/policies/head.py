@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reasonrag.data.files import config_from_manifest, read_manifest
+from reasonrag.data.files import config_from_manifest, read_manifest, remove_dead_staging, staging_prefix
 from reasonrag.data.rewards import normalize_answer
 from reasonrag.data.types import STAGES
 from reasonrag.errors import ModelError
@@ -286,12 +286,14 @@ class TunedPolicy(nn.Module):
             "encoder": self.head.encoder_info or self.head.manifest.get("encoder", {}),
             "numeric_features": N_NUMERIC,
         }
-        fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=path)
+        for name in ("model.safetensors", "manifest.json"):  # what a killed save left staged here
+            remove_dead_staging(path, name)
+        fd, tmp = tempfile.mkstemp(prefix=staging_prefix("model.safetensors"), dir=path)
         os.close(fd)
         try:
             save_file(state, tmp)
             os.replace(tmp, path / "model.safetensors")
-            fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path)
+            fd, tmp = tempfile.mkstemp(prefix=staging_prefix("manifest.json"), dir=path)
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(full, indent=2) + "\n")
             os.replace(tmp, path / "manifest.json")

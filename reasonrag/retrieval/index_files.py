@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reasonrag.data.files import pid_alive as _pid_alive
 from reasonrag.retrieval.encoder import same_encoder
 
 if TYPE_CHECKING:
@@ -321,18 +322,6 @@ def remove_stale_temps(target: Path) -> None:
             continue
         if pid != os.getpid() and not _pid_alive(pid):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would terminate the process there: assume it is alive
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 @contextmanager
