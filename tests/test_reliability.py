@@ -263,6 +263,33 @@ def test_a_damaged_online_rounds_file_is_a_clear_error(content, tmp_path):
         )
 
 
+def test_the_next_save_removes_what_a_killed_save_left_staged(tmp_path, policy_dir):
+    """A kill -9 mid-save leaves a staged directory (or file) behind; the next save of that model removes
+    it, and leaves alone what a live writer is staging."""
+    import os
+    import subprocess
+
+    from reasonrag.data.files import staged_directory
+    from reasonrag.policies.head import load_policy_head
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer runs
+    target = tmp_path / "model"
+    killed = tmp_path / f".model.tmp-{dead.pid}-x1"
+    live = tmp_path / f".model.tmp-{os.getppid()}-x2"
+    killed.mkdir()
+    live.mkdir()
+    (tmp_path / "model.old").mkdir()  # a kill between swap_in's two renames
+    with staged_directory(target) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name])
+
+    head = load_policy_head(policy_dir, None)
+    (policy_dir / f".model.safetensors.tmp-{dead.pid}-x3").write_bytes(b"half")
+    head.save(policy_dir)
+    assert sorted(p.name for p in policy_dir.iterdir()) == ["manifest.json", "model.safetensors"]
+
+
 # -- chat sessions: a damaged database, and two chat processes on one ---------------------------------------
 TESTS = Path(__file__).resolve().parent
 
