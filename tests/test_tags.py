@@ -98,6 +98,40 @@ def test_synthesize_replies_without_a_decision_are_our_error(reply):
 
 
 @pytest.mark.parametrize(
+    "reply",
+    [
+        "<answer>short answer</answer>",
+        "<answer>Short answer.</answer>",
+        "<answer>...</answer>",
+        "<answer>your answer</answer>",
+        "<query>what to search for next</query>",
+    ],
+)
+def test_a_reply_that_copies_the_tasks_placeholder_is_unreadable_so_the_policy_asks_again(reply):
+    """Small models (Qwen2.5-0.5B) answered "short answer" to 24 of 38 questions when the task showed
+    `<answer>short answer</answer>`: filler is never an answer or a query."""
+    with pytest.raises(LLMOutputError, match="placeholder"):
+        parse_decision(reply)
+    assert parse_decision("<answer>short answer</answer> so: <answer>Enugu</answer>") == ("answer", "Enugu")
+    assert parse_decision("<answer>Enugu</answer> <query>search query</query>") == ("answer", "Enugu")
+    with pytest.raises(LLMOutputError):
+        parse_query("<query>search query</query>")
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_copying_the_tasks_own_example_never_makes_an_answer(final):
+    view = StageView(question="Who wrote Kiss and Tell?", stage="synthesize", final=final)
+    task = stage_messages(view)[-1][1].split("Task: ")[-1]
+    examples = re.findall(r"<(answer|query)>(.*?)</\1>", task)
+    for tag, text in examples:
+        try:
+            decision = parse_decision(f"<{tag}>{text}</{tag}>", final)
+        except LLMOutputError:
+            continue
+        assert decision[0] != "answer", f"the task's example {text!r} reads as an answer"
+
+
+@pytest.mark.parametrize(
     ("reply", "score"),
     [
         ("<score>7</score>", 0.7),

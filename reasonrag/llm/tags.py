@@ -140,17 +140,31 @@ def _tail(text: str) -> str:
     return one_line(text, 200) or "(an empty reply)"
 
 
-def parse_query(text: str) -> str:
-    """The search query of a `<query>` reply."""
-    found = [c for _, c in blocks(text, "query") if c]
-    value = found[-1] if found else _label_line(text, ("search query", "query"))
-    if not value:
-        raise LLMOutputError(f"no <query>...</query> in the reply: {_tail(text)!r}")
-    return one_line(value, MAX_QUERY_CHARS)
-
-
 def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w ]", " ", text.lower()).split())
+
+
+# What a small model copies out of the task's wording instead of filling it in ("<answer>short answer
+# </answer>"): never an answer or a query, so such a reply is unreadable and the policy asks again.
+PLACEHOLDERS = frozenset(
+    {"answer", "short answer", "a short answer", "the answer", "your answer", "final answer"}
+    | {"query", "search query", "a search query", "your query", "what to search for next"}
+)
+
+
+def is_placeholder(content: str) -> bool:
+    """True for a template's filler text ("short answer", "search query", "...") rather than content."""
+    norm = _norm(content)
+    return norm in PLACEHOLDERS or (not norm and bool(content.strip()))
+
+
+def parse_query(text: str) -> str:
+    """The search query of a `<query>` reply."""
+    found = [c for _, c in blocks(text, "query") if c and not is_placeholder(c)]
+    value = found[-1] if found else _label_line(text, ("search query", "query"))
+    if not value or is_placeholder(value):
+        raise LLMOutputError(f"no <query>...</query> in the reply: {_tail(text)!r}")
+    return one_line(value, MAX_QUERY_CHARS)
 
 
 def cited(content: str, sentences: Sequence[str], max_keep: int) -> tuple[int, ...]:
@@ -205,6 +219,12 @@ def parse_decision(text: str, final: bool = False) -> tuple[str, str | None]:
         line = _label_line(text, ("answer",))
         if line:
             options.append((0, "answer", line))
+    filled = [o for o in options if not is_placeholder(_answer_text(o[2]) if o[1] == "answer" else o[2])]
+    if options and not filled and any(c.strip() for _, _, c in options):
+        raise LLMOutputError(
+            f"the reply repeats the task's placeholder instead of an answer: {_tail(text)!r}"
+        )
+    options = filled
     if not options:
         raise LLMOutputError(
             f"no <answer>...</answer> (or <query>...</query> for another search) in the reply: {_tail(text)!r}"

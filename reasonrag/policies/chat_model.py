@@ -55,17 +55,19 @@ SYSTEM_PROMPT = (
 _SHORT = "a name, date, number, yes or no, not a sentence"
 TASKS = {
     ("retrieve", False, False): "Write one search query for the next piece of information needed to answer "
-    "the question. Reply as <query>search query</query>.",
+    "the question. Reply with the query wrapped in <query></query> tags.",
     ("extract", False, False): "Pick the new sentences that help answer the question, at most {k}. Reply "
     "with their numbers as <evidence>[1] [4]</evidence>, or <evidence>none</evidence> if none helps.",
     (
         "synthesize",
         False,
         False,
-    ): f"If the evidence answers the question, reply <answer>short answer</answer> "
-    f"({_SHORT}). If more evidence is needed, reply <query>what to search for next</query>.",
-    ("synthesize", True, False): f"No more searches are possible. Reply <answer>short answer</answer> "
-    f"({_SHORT}), or <answer>insufficient</answer> if the evidence does not answer the question.",
+    ): f"If the evidence answers the question, reply with the answer itself ({_SHORT}) wrapped in "
+    "<answer></answer> tags. If more evidence is needed, reply with what to search for next wrapped in "
+    "<query></query> tags.",
+    ("synthesize", True, False): f"No more searches are possible. Reply with the answer itself ({_SHORT}) "
+    "wrapped in <answer></answer> tags, or <answer>insufficient</answer> if the evidence does not answer "
+    "the question.",
     ("retrieve", False, True): "Write one search query for the next piece of information needed to answer "
     "the question, in the `query` field.",
     ("extract", False, True): "Pick the new sentences that help answer the question, at most {k}: their "
