@@ -30,7 +30,7 @@ DATA = Path(__file__).parent / "data"
 CORPUS = str(DATA / "tiny_corpus.jsonl")
 RNG = random.Random(18)  # issue 18: random kill points, the same ones every run
 LABEL = ["-k", "3", "--max-hops", "2", "--trajectories", "2", "--completions", "1", "--no-progress"]
-TIMING = {"seconds", "build_seconds", "built_at"}
+TIMING = {"seconds", "build_seconds", "built_at", "explore_seconds", "train_seconds"}
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -236,3 +236,57 @@ def test_training_killed_anywhere_then_rerun_writes_the_same_bytes(name, work, l
         json.loads(reference["manifest.json"])
     )
     assert leftovers(out.parent, {out.name}) == [] and leftovers(out, set(reference)) == []
+
+
+# -- train-policy --online: resumable by rounds ----------------------------------------------------------
+def tree(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+def test_online_training_killed_anywhere_resumes_to_the_same_policy(work, tmp_path):
+    """Two rounds of explore, label, update; killed twice at random points (during a round's exploring, its
+    training or its saves), the same command ends with the reference's rounds, labels and weights."""
+    corpus = tmp_path / "tiny"
+    corpus.mkdir()
+    shutil.copy(CORPUS, corpus / "passages.jsonl")
+    rows = [json.loads(line) for line in (DATA / "tiny_questions.jsonl").read_text().splitlines()]
+    (corpus / "questions.jsonl").write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
+    out = tmp_path / "models" / "online"
+    args = ["train-policy", "--online", "--corpus", str(corpus), "--out", str(out), "--rounds", "2"]
+    args += [
+        "--questions-per-round",
+        "2",
+        "--trajectories",
+        "2",
+        "-k",
+        "2",
+        "--max-hops",
+        "2",
+        "--epochs",
+        "1",
+    ]
+    args += ["--seed", "5", "--no-progress", "--json"]
+    env = _env(work / "cache")
+    _, seconds = run(args, env)
+    reference = tree(out)
+    shutil.rmtree(out)
+
+    for low, high in ((0.3, 0.6), (0.5, 1.0)):
+        deadline = time.monotonic() + RNG.uniform(low, high) * seconds
+        run_and_kill(args, env, lambda deadline=deadline: time.monotonic() >= deadline, 0.0)
+    run(args, env)
+    result = tree(out)
+    assert sorted(result) == sorted(reference), "nothing missing, nothing left over"
+    for name, data in reference.items():
+        if name.endswith(".json"):
+            assert untimed(json.loads(result[name])) == untimed(json.loads(data)), name
+        elif name.endswith(".jsonl"):
+            assert records(out / name) == sorted(
+                json.dumps(untimed(json.loads(line)), sort_keys=True) for line in data.decode().splitlines()
+            ), name
+        else:
+            assert result[name] == data, name
+    assert leftovers(out.parent, {out.name}) == []
+    assert "role" not in json.loads(result["manifest.json"])  # the trained policy is not the anchor

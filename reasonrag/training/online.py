@@ -96,11 +96,15 @@ def train_online(
     done = len(state["rounds"])
     reference_dir = out / "reference"
     if not (reference_dir / "manifest.json").is_file():
-        policy.save(reference_dir, {"role": "the policy the first round started from (KL anchor)"})
+        # Saved from a copy: the policy's own manifest (every later save's base) must not claim this role.
+        anchor = policy.frozen_copy() if hasattr(policy, "frozen_copy") else policy
+        anchor.save(reference_dir, {"role": "the policy the first round started from (KL anchor)"})
     reference = load_policy(reference_dir).frozen_copy() if load_policy else policy.frozen_copy()
-    if done and load_policy:
-        policy = load_policy(out)
+    if done and load_policy:  # from the policy of the last round recorded as done (older runs: OUT)
+        snapshot = _snapshot(out, done)
+        policy = load_policy(snapshot if (snapshot / "manifest.json").is_file() else out)
         log(f"resuming after round {done} of {online.rounds}")
+    saved = {**(manifest or {}), "online": asdict(online)}
     process = getattr(config, "process_reward", "prm")
     alpha, outcome = getattr(config, "alpha", 0.5), getattr(config, "outcome", "em")
     for r in range(done, online.rounds):
@@ -143,12 +147,30 @@ def train_online(
             "seconds": round(time.perf_counter() - t0, 2),
             "history": result.history,
         }
-        policy.save(out, {**(manifest or {}), "online": asdict(online), "rounds_done": r + 1})
+        # This round's policy is kept whole before the round counts as done, so a kill at any point resumes
+        # from the policy the round it records ended with (never a half-saved or a later one).
+        policy.save(_snapshot(out, r + 1), {**saved, "rounds_done": r + 1})
         state["rounds"].append(entry)
         _write_json(state_path, state)
+        policy.save(out, {**saved, "rounds_done": r + 1})
         log(
             f"round {r + 1}/{online.rounds}: {len(qs)} questions, explored success {success:.3f}"
             + (f", combined reward {explored:.3f}" if explored is not None else "")
             + f", {entry['seconds']:.0f}s"
         )
+    rounds_done = len(state["rounds"])
+    if rounds_done and _saved_rounds(out) != rounds_done:  # a kill came after the last round was recorded
+        policy.save(out, {**saved, "rounds_done": rounds_done})
     return state
+
+
+def _snapshot(out: Path, n: int) -> Path:
+    return out / "rounds" / f"policy-{n}"
+
+
+def _saved_rounds(out: Path) -> int | None:
+    """The rounds the policy saved in OUT has had (None when its manifest is missing or unreadable)."""
+    try:
+        return json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("rounds_done")
+    except (OSError, ValueError, AttributeError):
+        return None
