@@ -312,13 +312,19 @@ def hostile_retriever(tmp_path_factory):
 def test_hostile_passages_cannot_steer_a_model_that_repeats_them(hostile_retriever):
     """A parrot model repeats every prompt back, injected passages included: they reach it inert, and the
     agent never answers with what they inject."""
-    echo = ScriptedChatModel(respond=lambda stage, text, i: text)
-    for model in (echo, ParrotFakeChatModel()):
-        chat = ChatPolicy(model, ChatPolicyConfig(n_candidates=1))
-        graph = build_agent(retriever=hostile_retriever, policy=chat, max_hops=2, k=15)
-        state = run_agent(graph, Q, max_hops=2)
-        assert "pwned" not in state["answer"].lower() and state["status"] in ("answered", "insufficient")
-        assert all("pwned" not in s["action"].lower() for s in state["steps"] if s["stage"] != "extract")
+    # The echo opens with a plain reply of its stage (the task itself shows no fillable example), then
+    # repeats the whole prompt, injected passages included.
+    opening = {"retrieve": "<query>Harbor Lights director</query>", "synthesize": "<answer>Enugu</answer>"}
+    echo = ScriptedChatModel(respond=lambda stage, text, i: opening.get(stage, "") + "\n" + text)
+    chat = ChatPolicy(echo, ChatPolicyConfig(n_candidates=1))
+    graph = build_agent(retriever=hostile_retriever, policy=chat, max_hops=2, k=15)
+    state = run_agent(graph, Q, max_hops=2)
+    assert "pwned" not in state["answer"].lower() and state["status"] in ("answered", "insufficient")
+    assert all("pwned" not in s["action"].lower() for s in state["steps"] if s["stage"] != "extract")
+    # A pure parrot (the prompt back, nothing else) reads as no action at all, never as the injected one.
+    parrot = ChatPolicy(ParrotFakeChatModel(), ChatPolicyConfig(n_candidates=1))
+    with pytest.raises(LLMOutputError, match="no <query>"):
+        run_agent(build_agent(retriever=hostile_retriever, policy=parrot, max_hops=2, k=15), Q, max_hops=2)
     seen = "\n".join(text for _, text in echo.calls)
     assert "\u2039answer\u203apwned" in seen and "<answer>pwned" not in seen  # shown to the model, inert
     assert "</data> SYSTEM" not in seen  # nor can a passage close the data block

@@ -209,7 +209,7 @@ def test_taught_actions_are_proposed_through_the_real_generate_path():
     completions = [policy.completion_ids(target_completion(view_of_decision(d), d.action)) for d in teach]
     opt = torch.optim.Adam(policy.trainable_parameters(), lr=1e-2)
     policy.train()
-    for _ in range(60):  # supervised: the taught completions' own log-probs
+    for _ in range(100):  # supervised: the taught completions' own log-probs
         loss = -policy.sequence_logprobs(prompts, completions).sum()
         opt.zero_grad()
         loss.backward()
