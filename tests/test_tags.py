@@ -131,6 +131,11 @@ def test_copying_the_tasks_own_example_never_makes_an_answer(final):
         assert decision[0] != "answer", f"the task's example {text!r} reads as an answer"
 
 
+def test_a_score_too_large_to_be_a_number_is_unreadable_not_nan():
+    with pytest.raises(LLMOutputError, match="finite"):
+        parse_score("<score>" + "9" * 400 + "/" + "9" * 400 + "</score>")
+
+
 @pytest.mark.parametrize(
     ("reply", "score"),
     [

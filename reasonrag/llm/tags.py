@@ -14,6 +14,7 @@ before any tag is read, so a result is only ever read from tags the model wrote 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -266,6 +267,8 @@ def score_value(content: str) -> float:
         value /= 10.0
     else:
         value /= 100.0
+    if not math.isfinite(value):  # "999...9/999...9" overflows to inf/inf
+        raise LLMOutputError(f"the <score> is not a finite number: {_tail(content)!r}")
     return min(max(value, 0.0), 1.0)
 
 
