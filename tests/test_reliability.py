@@ -548,17 +548,16 @@ SCORE = st.tuples(
 
 
 @FUZZ
-@example(reply="<score>" + "9" * 400 + "/" + "9" * 400 + "</score>")  # inf / inf: NaN from parse_score
+@example(reply="<score>" + "9" * 400 + "/" + "9" * 400 + "</score>")  # inf / inf: refused, never NaN
 @given(reply=SCORE)
 def test_fuzzed_judge_scores_are_a_grade_in_0_1_or_our_error(reply):
     """Numbers of any length and scale in an LLM judge's reply (tests/test_tags.py fuzzes the reply's
     shape); and the same numbers as cited sentence numbers."""
     from reasonrag.errors import LLMOutputError
-    from reasonrag.llm.tags import parse_evidence
-    from reasonrag.prm.judge import grade
+    from reasonrag.llm.tags import parse_evidence, parse_score
 
     try:
-        assert 0.0 <= grade(reply) <= 1.0, reply
+        assert 0.0 <= parse_score(reply) <= 1.0, reply
     except LLMOutputError:
         pass
     cited = reply.replace("<score>", "<evidence>[").replace("</score>", "]</evidence>")

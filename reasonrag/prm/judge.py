@@ -31,15 +31,6 @@ KIND = "reasonrag-llm-judge"
 FORMAT = 1
 
 
-def grade(text: str) -> float:
-    """The grade in [0, 1] of a judge's reply; LLMOutputError (so the judge is asked again) for anything
-    else, including the NaN a score like "<score>999...9/999...9</score>" (both beyond float) comes to."""
-    value = parse_score(text)
-    if not 0.0 <= value <= 1.0:
-        raise LLMOutputError(f"the <score> holds no usable number: {data_line(text, 80)!r}")
-    return value
-
-
 JUDGE_SYSTEM = (
     "You grade one step of a question-answering agent. The agent works in steps: it searches a text corpus "
     "(retrieve), keeps evidence sentences (extract), and answers or asks for another search (synthesize).\n"
@@ -168,7 +159,7 @@ class LLMJudgePRM(PRMBase):
             for i, reply in zip(pending, replies):
                 text = content_text(reply)
                 try:
-                    grades[i] = grade(text)
+                    grades[i] = parse_score(text)
                 except LLMOutputError as exc:
                     errors[i] = (text, exc)
                     asks[i] = list(convos[i]) + [

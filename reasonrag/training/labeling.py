@@ -259,10 +259,8 @@ def validate_record(record: Any, where: str) -> dict:
         record.get("question_id"), bool
     ):
         raise LabelsError(f"{where}: 'question_id' must be a string")
-    for key in (
-        "count",
-        "n_samples",
-    ):  # how often a trajectory was sampled, of how many (resuming reads them)
+    # How often a trajectory was sampled, of how many (resuming reads them).
+    for key in ("count", "n_samples"):
         n = record.get(key, 1)
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise LabelsError(f"{where}: '{key}' must be a whole number >= 0, got {n!r}")
