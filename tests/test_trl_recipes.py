@@ -98,22 +98,22 @@ def test_grpo_recipe_trains_two_steps_with_our_combined_reward(exported, tmp_pat
     assert len(rewards) == 2  # our reward function ran at every step
 
 
-def _trl_113(target: Path) -> Path | None:
-    """trl 1.13.0 installed into `target` alone (no dependencies), or None when pip cannot get it."""
+def _trl_113(target: Path) -> Path:
+    """trl 1.13.0 installed into `target` alone (no dependencies): PRMTrainer left trl in 1.14."""
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), PRM_TRL],
         capture_output=True,
         text=True,
     )
-    return target if done.returncode == 0 else None
+    assert done.returncode == 0, f"pip could not install {PRM_TRL}: {done.stderr.strip()[-500:]}"
+    return target
 
 
 def test_prm_recipe_trains_two_steps_on_trl_1_13(exported, tmp_path):
     from transformers import AutoModelForTokenClassification, BertConfig
 
+    pytest.importorskip("datasets", reason='the TRL recipes need the trl extra: pip install "reasonrag[trl]"')
     site = _trl_113(tmp_path / "trl113")
-    if site is None:
-        pytest.skip(f"pip could not install {PRM_TRL} (no package index reachable?)")
     tokenizer = _tokenizer()
     config = BertConfig(
         vocab_size=len(tokenizer),
