@@ -117,8 +117,7 @@ class CrossEncoderPRM(PRMBase):
 
     # -- the model ---------------------------------------------------------------------------------------
     def _freeze_lower_layers(self) -> None:
-        layers = self.model["backbone"].encoder.layer
-        keep = len(layers) - self.config.train_layers
+        keep = self._first_trained_layer()
         for name, param in self.model["backbone"].named_parameters():
             trainable = name.startswith("encoder.layer.") and int(name.split(".")[2]) >= keep
             param.requires_grad_(trainable)
@@ -133,9 +132,8 @@ class CrossEncoderPRM(PRMBase):
     def eval(self) -> CrossEncoderPRM:
         return self.train(False)
 
-    def pair_logits(self, pairs: Sequence[tuple[str, str]], stages: Sequence[str]) -> torch.Tensor:
-        """One logit per (question, step) pair, from the head of its stage; with gradients."""
-        enc = self.tokenizer(
+    def _tokenize(self, pairs: Sequence[tuple[str, str]]) -> Any:
+        return self.tokenizer(
             [a for a, _ in pairs],
             [b for _, b in pairs],
             truncation="only_second",
@@ -143,12 +141,60 @@ class CrossEncoderPRM(PRMBase):
             padding=True,
             return_tensors="pt",
         )
-        hidden = self.model["backbone"](**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+
+    def _head_logits(self, hidden: torch.Tensor, mask: torch.Tensor, stages: Sequence[str]) -> torch.Tensor:
+        mask = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits = self.model["head"](pooled)
         index = torch.tensor([STAGES.index(s) for s in stages])
         return logits.gather(1, index.view(-1, 1)).squeeze(1)
+
+    def pair_logits(self, pairs: Sequence[tuple[str, str]], stages: Sequence[str]) -> torch.Tensor:
+        """One logit per (question, step) pair, from the head of its stage; with gradients."""
+        enc = self._tokenize(pairs)
+        hidden = self.model["backbone"](**enc).last_hidden_state
+        return self._head_logits(hidden, enc["attention_mask"], stages)
+
+    # -- training on cached trunk states -------------------------------------------------------------------
+    # The lower layers are frozen, so what they make of a pair never changes: computed once, the states
+    # they hand to the trained layers make every later epoch cost only the top layers (about 2.5x faster
+    # with 2 of 6 layers trained). The trunk runs without dropout.
+    @torch.inference_mode()
+    def trunk_states(self, pairs: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
+        """The frozen layers' output for each pair, `[tokens, hidden]` in float16, padding cut off."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        backbone = self.model["backbone"]
+        enc = self._tokenize(pairs)
+        hidden = backbone.embeddings(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"])
+        mask = create_bidirectional_mask(
+            config=backbone.config, inputs_embeds=hidden, attention_mask=enc["attention_mask"]
+        )
+        for layer in backbone.encoder.layer[: self._first_trained_layer()]:
+            hidden = layer(hidden, mask)
+        lengths = enc["attention_mask"].sum(1).tolist()
+        return [hidden[i, :n].half().clone() for i, n in enumerate(lengths)]
+
+    def top_logits(self, states: Sequence[torch.Tensor], stages: Sequence[str]) -> torch.Tensor:
+        """`pair_logits` from cached trunk states: only the trained layers and the head run (with grad)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        backbone = self.model["backbone"]
+        longest = max(int(s.shape[0]) for s in states)
+        hidden = torch.zeros(len(states), longest, states[0].shape[1])
+        attention = torch.zeros(len(states), longest, dtype=torch.long)
+        for i, s in enumerate(states):
+            hidden[i, : s.shape[0]] = s.float()
+            attention[i, : s.shape[0]] = 1
+        mask = create_bidirectional_mask(
+            config=backbone.config, inputs_embeds=hidden, attention_mask=attention
+        )
+        for layer in backbone.encoder.layer[self._first_trained_layer() :]:
+            hidden = layer(hidden, mask)
+        return self._head_logits(hidden, attention, stages)
+
+    def _first_trained_layer(self) -> int:
+        return len(self.model["backbone"].encoder.layer) - self.config.train_layers
 
     def _pairs(
         self, trajectories: Sequence[Mapping[str, Any]], last_only: bool

@@ -28,10 +28,8 @@ import torch
 
 from reasonrag.data.corpus import Corpus
 from reasonrag.data.types import STAGES, Passage, Question
-from reasonrag.prm.cross_encoder import CrossEncoderPRM, CrossEncoderPRMConfig
+from reasonrag.prm.cross_encoder import CrossEncoderPRM, CrossEncoderPRMConfig, step_pair
 from reasonrag.prm.evaluation import auroc, gold_step_labels
-
-_KEEP = ("stage", "hop", "action", "prob", "observation")
 
 
 @dataclass
@@ -41,7 +39,7 @@ class VerifierTrainingConfig:
     epochs: int = 2
     lr: float = 4e-5
     head_lr: float = 1e-3
-    batch_size: int = 16
+    batch_size: int = 32
     expand: int = 4  # candidates executed per stage
     answers: int = 6  # candidate answers labeled per answer state
     k: int = 5  # passages per search
@@ -49,10 +47,7 @@ class VerifierTrainingConfig:
     seed: int = 0
     limit: int | None = None  # training questions per source, for quick runs
     dev_limit: int = 100  # dev questions per corpus
-
-
-def _slim(step: dict) -> dict:
-    return {k: step[k] for k in _KEEP if k in step}
+    checkpoint_every: int = 200  # batches between checkpoints
 
 
 def extra_questions(path: str | Path, limit: int | None = None) -> list[tuple[Question, list[Passage]]]:
@@ -236,164 +231,275 @@ def build_examples(pairs: list[tuple], policy: Any, config: VerifierTrainingConf
     return out
 
 
+def _pair(e: dict, prm: CrossEncoderPRM) -> tuple[str, str]:
+    return step_pair(e["question"], e["steps"], len(e["steps"]) - 1, prm.config.evidence_chars)
+
+
+def _group(e: dict) -> str:
+    """The stage an example is reported under: "Another hop" apart from the answers it competes with."""
+    return "continue" if e.get("kind") == "continue" else e["stage"]
+
+
+def cache_states(prm: CrossEncoderPRM, examples: list[dict], desc: str) -> list[torch.Tensor]:
+    """The frozen trunk's states of every example, computed once (see `CrossEncoderPRM.trunk_states`)."""
+    from tqdm import tqdm
+
+    prm.eval()
+    out: list[torch.Tensor] = []
+    for i in tqdm(range(0, len(examples), 64), desc=desc, unit="batch", file=sys.stderr):
+        out.extend(prm.trunk_states([_pair(e, prm) for e in examples[i : i + 64]]))
+    return out
+
+
+@torch.inference_mode()
+def score_states(prm: CrossEncoderPRM, states: list[torch.Tensor], examples: list[dict]) -> list[float]:
+    prm.eval()
+    out: list[float] = []
+    for i in range(0, len(examples), 64):
+        stages = [e["stage"] for e in examples[i : i + 64]]
+        out.extend(prm.top_logits(states[i : i + 64], stages).sigmoid().tolist())
+    return out
+
+
+def auroc_by_group(scores: Sequence[float], examples: Sequence[dict]) -> dict[str, float | None]:
+    """AUROC per stage (answers apart from "another hop"), rounded; None where one class is missing."""
+    out = {}
+    for group in (*STAGES, "continue"):
+        pairs = [(s, e["label"]) for s, e in zip(scores, examples) if _group(e) == group]
+        a = auroc([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
+        out[group] = None if a is None else round(a, 4)
+    return out
+
+
 def evaluate_examples(prm: CrossEncoderPRM, examples: list[dict]) -> dict[str, float | None]:
     prm.eval()
-    scores = []
+    scores: list[float] = []
     for i in range(0, len(examples), 64):
         scores.extend(prm.score_last(examples[i : i + 64]))
-    return {
-        stage: auroc(
-            [s for s, e in zip(scores, examples) if e["stage"] == stage],
-            [e["label"] for e in examples if e["stage"] == stage],
-        )
-        for stage in STAGES
-    }
+    return auroc_by_group(scores, examples)
+
+
+def _mean(values: dict[str, float | None], keys: Sequence[str] = STAGES) -> float:
+    got = [values[k] for k in keys if values.get(k) is not None]
+    return sum(got) / len(got) if got else 0.0
 
 
 def train_verifier(
     prm: CrossEncoderPRM,
     train: list[dict],
-    dev: list[dict],
+    dev: dict[str, list[dict]],
     out: str | Path,
     config: VerifierTrainingConfig,
     manifest: dict | None = None,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Step-level BCE over labeled candidate steps; the epoch with the best mean dev AUROC is saved."""
+    """Step-level BCE on the last step of each example; the epoch with the best mean dev AUROC is saved.
+
+    `dev` maps a name to its examples; the first one chooses the epoch (the agent's own paths when
+    there are any). The frozen trunk's states are computed once; only the top layers run per batch. With
+    `checkpoint`, the weights, optimizer and position are saved every `config.checkpoint_every` batches
+    and at each epoch's end, and a rerun resumes from them: the same weights as an uninterrupted run.
+    """
     from tqdm import tqdm
 
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
+    from reasonrag.training.reproducible import seed_everything
+
+    seed_everything(config.seed)
     head = list(prm.model["head"].parameters())
     layers = [p for n, p in prm.model["backbone"].named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         [{"params": layers, "lr": config.lr}, {"params": head, "lr": config.head_lr}], weight_decay=0.01
     )
-    history, best = [], -1.0
-    t0 = time.time()
-    for epoch in range(1, config.epochs + 1):
+    batches = -(-len(train) // config.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / 50) * max(0.0, 1 - i / max(1, batches * config.epochs))
+    )
+    position = {"epoch": 1, "batch": 0, "history": [], "best": -1.0, "seconds": 0.0}
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and (ckpt / "position.json").is_file():
+        position = _load_checkpoint(ckpt, prm, opt, sched)
+        print(f"resuming at epoch {position['epoch']}, batch {position['batch']}", file=sys.stderr)
+    train_states = cache_states(prm, train, "trunk states, train")
+    dev_states = {name: cache_states(prm, ex, f"trunk states, {name}") for name, ex in dev.items()}
+    t0 = time.time() - position["seconds"]
+    for epoch in range(position["epoch"], config.epochs + 1):
         order = list(range(len(train)))
-        rng.shuffle(order)
+        random.Random(f"{config.seed}|epoch {epoch}").shuffle(order)
         prm.train()
-        total = 0.0
-        bar = tqdm(
-            range(0, len(order), config.batch_size), desc=f"epoch {epoch}", unit="batch", file=sys.stderr
-        )
+        first = position["batch"] if epoch == position["epoch"] else 0
+        bar = tqdm(range(first, batches), desc=f"epoch {epoch}", unit="batch", file=sys.stderr)
         for b in bar:
-            batch = [train[i] for i in order[b : b + config.batch_size]]
-            logits = torch.cat(
-                prm.step_logits([{"question": e["question"], "steps": e["steps"]} for e in batch])
-            )
-            # only the last step of each example is labeled
-            lasts, pos = [], 0
-            for e in batch:
-                pos += len(e["steps"])
-                lasts.append(pos - 1)
-            target = torch.tensor([float(e["label"]) for e in batch])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[lasts], target)
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            logits = prm.top_logits([train_states[i] for i in idx], [train[i]["stage"] for i in idx])
+            target = torch.tensor([float(train[i]["label"]) for i in idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(batch)
+            sched.step()
             bar.set_postfix(loss=f"{float(loss):.3f}")
-        dev_auc = evaluate_examples(prm, dev)
-        mean = sum(v for v in dev_auc.values() if v is not None) / max(
-            1, sum(v is not None for v in dev_auc.values())
-        )
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": round(total / len(train), 4),
-                "dev_auroc": dev_auc,
-                "dev_mean_auroc": round(mean, 4),
-            }
-        )
-        print(json.dumps(history[-1]), file=sys.stderr)
-        if mean > best:
-            best = mean
+            if ckpt is not None and (b + 1) % config.checkpoint_every == 0 and b + 1 < batches:
+                position.update(epoch=epoch, batch=b + 1, seconds=time.time() - t0)
+                _save_checkpoint(ckpt, prm, opt, sched, position)
+        record: dict[str, Any] = {"epoch": epoch}
+        for name, ex in dev.items():
+            record[f"dev_auroc_{name}"] = auroc_by_group(score_states(prm, dev_states[name], ex), ex)
+        chooser = record[f"dev_auroc_{next(iter(dev))}"]
+        record["dev_mean_auroc"] = round(_mean(chooser), 4)
+        position["history"].append(record)
+        print(json.dumps(record), file=sys.stderr)
+        if record["dev_mean_auroc"] > position["best"]:
+            position["best"] = record["dev_mean_auroc"]
             prm.save(
                 out,
                 {
                     "training": asdict(config),
-                    "history": history,
+                    "history": position["history"],
                     "train_examples": len(train),
                     **(manifest or {}),
                 },
             )
-    return {"out": str(out), "history": history, "seconds": round(time.time() - t0, 1)}
+        position.update(epoch=epoch + 1, batch=0, seconds=time.time() - t0)
+        if ckpt is not None:
+            _save_checkpoint(ckpt, prm, opt, sched, position)
+    return {"out": str(out), "history": position["history"], "seconds": round(time.time() - t0, 1)}
+
+
+def _save_checkpoint(ckpt: Path, prm: CrossEncoderPRM, opt: Any, sched: Any, position: dict) -> None:
+    from safetensors.torch import save_file
+
+    from reasonrag.data.files import staged_directory, write_json
+
+    with staged_directory(ckpt) as tmp:
+        save_file(prm.trainable_state(), str(tmp / "model.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        write_json(tmp / "position.json", position)
+
+
+def _load_checkpoint(ckpt: Path, prm: CrossEncoderPRM, opt: Any, sched: Any) -> dict:
+    from safetensors.torch import load_file
+
+    prm.model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+    state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return json.loads((ckpt / "position.json").read_text())
+
+
+def _counts(name: str, examples: list[dict]) -> str:
+    groups = (*STAGES, "continue")
+    n = {g: sum(1 for e in examples if _group(e) == g) for g in groups}
+    pos = {g: sum(e["label"] for e in examples if _group(e) == g) for g in groups}
+    return f"{name}: {len(examples)} labeled steps {n}, positive {pos}"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m reasonrag.training.verifier_training",
-        description="Train the verifier PRM (a cross-encoder) on exact step labels of the training questions.",
+        description="Train the verifier PRM (a cross-encoder) on exact step labels: the agent's own paths "
+        "over the whole corpora and closed pools of each question's own paragraphs. Every part resumes "
+        "after a kill: rerun the same command.",
     )
     ap.add_argument("--out", required=True, help="directory of the trained verifier")
     ap.add_argument(
         "--extra", nargs="*", default=[], help="more training questions (HotpotQA official schema JSON)"
     )
     ap.add_argument(
-        "--examples", default=None, help="cache of the built examples (JSON): reused when it exists"
+        "--work",
+        default="runs/verifier",
+        help="where labeled examples and checkpoints are kept between runs (default: runs/verifier)",
     )
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="training questions per source")
     ap.add_argument("--dev-limit", type=int, default=100, help="dev questions per corpus")
-    ap.add_argument("--train-layers", type=int, default=3)
-    ap.add_argument("--max-length", type=int, default=192, help="tokens per question-step pair")
+    ap.add_argument(
+        "--path-limit",
+        type=int,
+        default=None,
+        help="training questions per corpus walked over the whole corpus (default: all)",
+    )
+    ap.add_argument("--no-pool", action="store_true", help="train on the agent's own paths only")
+    ap.add_argument("--train-layers", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=128, help="tokens per question-step pair")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=4e-5)
     ap.add_argument(
         "--max-examples", type=int, default=None, help="train on a seeded sample of this many steps"
-    )
-    ap.add_argument(
-        "--max-dev-examples", type=int, default=None, help="choose on a seeded sample of dev steps"
     )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     for path in args.extra:
         if not Path(path).is_file():
             ap.error(f"--extra {path}: no such file")
+    if args.epochs < 1 or args.batch_size < 1:
+        ap.error("--epochs and --batch-size must be at least 1")
+    from reasonrag.agent.graph import agent_steps
     from reasonrag.policies.embedded import EmbeddedPolicy
+    from reasonrag.retrieval.retriever import DenseRetriever
+    from reasonrag.training.verifier_paths import build_path_examples
 
     config = VerifierTrainingConfig(
-        extra=list(args.extra), epochs=args.epochs, limit=args.limit, dev_limit=args.dev_limit, seed=args.seed
+        extra=list(args.extra),
+        epochs=args.epochs,
+        limit=args.limit,
+        dev_limit=args.dev_limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
     )
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    policy = EmbeddedPolicy()
+    corpora = {name: Corpus.load(name) for name in config.corpora}
+    searches = {name: DenseRetriever(c) for name, c in corpora.items()}
+    train: list[dict] = []
+    dev: dict[str, list[dict]] = {"paths": []}
+    for name, corpus in corpora.items():  # the agent's own paths, resumable per question
+        steps = agent_steps(corpus, policy=policy, retriever=searches[name])
+        path_limit = args.path_limit if args.path_limit is not None else config.limit
+        qs = corpus.questions("train")[:path_limit]
+        train += build_path_examples(qs, steps, work / "paths-train.jsonl", f"{name} train paths")
+        qs = corpus.questions("dev")[: config.dev_limit]
+        dev["paths"] += build_path_examples(qs, steps, work / "paths-dev.jsonl", f"{name} dev paths")
+    if not args.no_pool:
+        pool = work / f"pool-{config.limit}-{config.dev_limit}.json"
+        if pool.is_file():
+            data = json.loads(pool.read_text())
+        else:
+            train_pairs = [
+                (q, p, searches[n])
+                for n in config.corpora
+                for q, p in corpus_questions(n, "train", config.limit)
+            ]
+            for path in config.extra:
+                train_pairs += [(q, p, None) for q, p in extra_questions(path, config.limit)]
+            dev_pairs = [
+                (q, p, searches[n])
+                for n in config.corpora
+                for q, p in corpus_questions(n, "dev", config.dev_limit)
+            ]
+            data = {
+                "train": build_examples(train_pairs, policy, config, "train questions, closed pools"),
+                "dev": build_examples(dev_pairs, policy, config, "dev questions, closed pools"),
+            }
+            tmp = pool.with_suffix(".partial")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(pool)
+        train += data["train"]
+        dev["pool"] = data["dev"]
+    if args.max_examples is not None and len(train) > args.max_examples:
+        train = random.Random(config.seed).sample(train, args.max_examples)
+    print(_counts("train", train), file=sys.stderr)
+    for name, ex in dev.items():
+        print(_counts(f"dev {name}", ex), file=sys.stderr)
     torch.manual_seed(config.seed)
-    cache = Path(args.examples) if args.examples else None
-    if cache is not None and cache.is_file():
-        data = json.loads(cache.read_text())
-    else:
-        policy = EmbeddedPolicy()
-        from reasonrag.retrieval.retriever import DenseRetriever
-
-        searches = {name: DenseRetriever(Corpus.load(name)) for name in config.corpora}
-        train_pairs = [
-            (q, p, searches[n]) for n in config.corpora for q, p in corpus_questions(n, "train", config.limit)
-        ]
-        for path in config.extra:
-            train_pairs += [(q, p, None) for q, p in extra_questions(path, config.limit)]
-        dev_pairs = [
-            (q, p, searches[n])
-            for n in config.corpora
-            for q, p in corpus_questions(n, "dev", config.dev_limit)
-        ]
-        data = {
-            "train": build_examples(train_pairs, policy, config, "train questions"),
-            "dev": build_examples(dev_pairs, policy, config, "dev questions"),
-        }
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(data))
-    sample = random.Random(config.seed)
-    for part, most in (("train", args.max_examples), ("dev", args.max_dev_examples)):
-        if most is not None and len(data[part]) > most:
-            data[part] = sample.sample(data[part], most)
-    for part in ("train", "dev"):
-        counts = {s: sum(1 for e in data[part] if e["stage"] == s) for s in STAGES}
-        pos = {s: sum(e["label"] for e in data[part] if e["stage"] == s) for s in STAGES}
-        print(f"{part}: {len(data[part])} labeled steps {counts}, positive {pos}", file=sys.stderr)
     prm = CrossEncoderPRM(CrossEncoderPRMConfig(train_layers=args.train_layers, max_length=args.max_length))
     command = "python -m reasonrag.training.verifier_training " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    result = train_verifier(prm, data["train"], data["dev"], args.out, config, {"command": command})
+    result = train_verifier(
+        prm, train, dev, args.out, config, {"command": command}, checkpoint=work / "checkpoint"
+    )
     print(json.dumps(result))
     return 0
 
