@@ -146,3 +146,50 @@ def test_answer_now_or_hop_again_is_a_scored_step_the_critic_decides(parts):
     assert sum(s["stage"] == "retrieve" for s in state["steps"]) == 1 and state["status"] == "answered"
     decision = state["steps"][2]["critic"]
     assert any(c["text"] == "(another hop)" and c["score"] == 0.1 for c in decision)
+
+
+def test_scored_stopping_answers_at_the_first_hop_when_the_prm_trusts_the_answer(parts):
+    retriever, policy = parts
+    # the policy alone hops again (min_hops 2); the PRM finds the first hop's answer good enough
+    trusting = lambda state, step: 0.9  # noqa: E731
+    graph = build_agent(
+        retriever=retriever, policy=policy, max_hops=3, k=3, scorer=trusting, stop_threshold=0.5
+    )
+    state = run_agent(graph, Q, max_hops=3)
+    assert [s["stage"] for s in state["steps"]] == ["retrieve", "extract", "synthesize"]
+    assert state["status"] == "answered" and state["answer"] == state["steps"][-1]["observation"]
+    assert state["steps"][-1]["stop"]["best_answer_score"] == pytest.approx(0.9)
+
+
+def test_scored_stopping_hops_again_while_the_best_answer_scores_low(parts, greedy):
+    retriever, policy = parts
+    doubtful = lambda state, step: 0.3  # noqa: E731
+    graph = build_agent(
+        retriever=retriever, policy=policy, max_hops=3, k=3, scorer=doubtful, stop_threshold=0.5
+    )
+    state = run_agent(graph, Q, max_hops=3)
+    # every answer step before the last hops again; the last hop must answer
+    synth = [s for s in state["steps"] if s["stage"] == "synthesize"]
+    assert [s["observation"] for s in synth[:-1]] == ["another hop"] * (len(synth) - 1)
+    assert len(synth) == 3 and state["status"] in ("answered", "insufficient")
+    assert all(s["stop"]["threshold"] == 0.5 for s in synth[:-1])
+
+
+def test_scored_stopping_with_the_critic_answers_with_the_best_scored_answer(parts, greedy):
+    retriever, policy = parts
+    others = [t for t in _answer_step_candidates(greedy) if t != greedy["answer"] and not t.startswith("(")]
+    wanted = others[0]
+    graph = build_agent(
+        retriever=retriever,
+        policy=policy,
+        max_hops=3,
+        k=3,
+        scorer=prefers(wanted),
+        critic=8,
+        stop_threshold=0.9,
+    )
+    state = run_agent(graph, Q, max_hops=3)
+    assert state["answer"] == wanted
+    assert {c["text"] for c in state["steps"][-1]["critic"]} >= {wanted}
+    with pytest.raises(InputError, match="stop threshold"):
+        build_agent(retriever=retriever, policy=policy, scorer=prefers(wanted), stop_threshold=1.5)

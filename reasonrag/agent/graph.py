@@ -37,6 +37,7 @@ def build_agent(
     critic: int = 0,
     beam: int = 0,
     critic_stages: tuple[str, ...] | None = None,
+    stop_threshold: float | None = None,
 ):
     """Build and compile the agent graph.
 
@@ -48,6 +49,8 @@ def build_agent(
     last, orm, combined, vote or weighted; see `reasonrag.agent.best_of_n`). PRM-guided step search:
     `critic=N` executes the policy's N best candidates at every step and keeps the one the PRM scores
     highest; `beam=W` keeps the W best partial paths by aggregated step score (`reasonrag.agent.beam`).
+    `stop_threshold=T` is scored stopping: at each answer step the PRM scores the policy's best answer,
+    and the agent answers when it scores at least T and hops again otherwise.
     Returns a compiled LangGraph graph:
     `graph.invoke({"question": ...})`; it works as a subgraph of a larger graph.
     """
@@ -78,6 +81,7 @@ def build_agent(
         critic=critic,
         batch_scorer=batch_scorer,
         critic_stages=critic_stages,
+        stop_threshold=stop_threshold,
     )
     if beam > 1:
         from reasonrag.agent.beam import beam_graph
@@ -148,6 +152,7 @@ def agent_steps(
     critic: int = 0,
     batch_scorer: Any = None,
     critic_stages: tuple[str, ...] | None = None,
+    stop_threshold: float | None = None,
 ) -> AgentSteps:
     """The node functions `build_agent` compiles, with the same defaults (for rollouts outside the graph)."""
     from reasonrag.retrieval.retriever import as_search_backend
@@ -175,6 +180,7 @@ def agent_steps(
         critic=critic,
         batch_scorer=batch_scorer,
         critic_stages=tuple(critic_stages or STAGES),
+        stop_threshold=stop_threshold,
     )
 
 

@@ -149,6 +149,7 @@ class AgentSteps:
         critic: int = 0,
         batch_scorer: BatchScorer | None = None,
         critic_stages: tuple[str, ...] = STAGES,
+        stop_threshold: float | None = None,
     ) -> None:
         self.search, self.policy, self.max_hops, self.k, self.scorer = search, policy, max_hops, k, scorer
         self.backtrack_config = backtrack if scorer is not None else None
@@ -164,6 +165,11 @@ class AgentSteps:
             (lambda state, steps: [float(scorer(state, s)) for s in steps]) if scorer is not None else None
         )
         self.prm_calls = 0  # candidate steps scored by the critic (beside one score per step taken)
+        if stop_threshold is not None and not 0.0 <= stop_threshold <= 1.0:
+            raise InputError(f"stop threshold must lie in [0, 1], got {stop_threshold}")
+        if stop_threshold is not None and self.batch_scorer is None:
+            raise InputError("scored stopping needs step scores: pass a prm (or scorer)")
+        self.stop_threshold = stop_threshold
 
     # -- shared by the three stages ----------------------------------------------------------------------
     def propose(self, state: dict, stage: str) -> list[Candidate]:
@@ -257,6 +263,10 @@ class AgentSteps:
     def _node(self, state: dict, stage: str) -> dict:
         t0 = time.perf_counter()
         cands, idx, tried, forced = self._pick(state, stage)
+        if stage == "synthesize" and self.stop_threshold is not None and not forced:
+            stopped = self._answer_or_hop(state, cands, t0)
+            if stopped is not None:
+                return stopped
         if self.critic > 1 and stage in self.critic_stages and not forced and len(cands) > 1:
             options = self.expand(state, stage, self.critic, cands)
             scores = self.batch_scorer(state, [o["step"] for o in options])
@@ -279,6 +289,44 @@ class AgentSteps:
         return self._record(
             state, _step(state, stage, cands, idx, observation, t0), cands, tried, dict(update)
         )
+
+    def _answer_or_hop(self, state: dict, cands: list[Candidate], t0: float) -> dict | None:
+        """Scored stopping: answer now when the PRM scores the best answer at least `stop_threshold`, else
+        hop again, whatever the policy preferred. The policy's best answer is scored (its N best with the
+        critic on synthesize, which then picks among them). None when there is no choice to make (the
+        last hop, or no answer proposed)."""
+        answers = sorted(
+            (i for i, c in enumerate(cands) if c.action.get("type") == "answer"),
+            key=lambda i: (-cands[i].prob, i),
+        )
+        hop = next((i for i, c in enumerate(cands) if c.action.get("type") == "continue"), None)
+        if hop is None or not answers:
+            return None
+        n = self.critic if self.critic > 1 and "synthesize" in self.critic_stages else 1
+        options = []
+        for i in answers[:n]:
+            observation, update = self._execute(state, "synthesize", cands[i])
+            options.append((i, _step(state, "synthesize", cands, i, observation, t0), update))
+        scores = [float(x) for x in self.batch_scorer(state, [o[1] for o in options])]
+        self.prm_calls += len(options)
+        best = max(range(len(options)), key=lambda j: (scores[j], -j))
+        critic_scores = {o[0]: sc for o, sc in zip(options, scores)}
+        stop = {"threshold": self.stop_threshold, "best_answer": options[best][1]["action"]}
+        stop["best_answer_score"] = round(scores[best], 4)
+        if scores[best] >= self.stop_threshold:
+            index, step, update = options[best]
+            step["score"] = scores[best]
+        else:
+            index = hop
+            observation, update = self._execute(state, "synthesize", cands[hop])
+            step = _step(state, "synthesize", cands, hop, observation, t0)
+        step["stop"] = stop
+        if n > 1:
+            step["critic"] = [
+                {"text": cands[i].text, "prob": round(cands[i].prob, 6), "score": round(sc, 4)}
+                for i, sc in critic_scores.items()
+            ]
+        return self._record(state, step, cands, [index], dict(update), critic_scores)
 
     def _record(
         self,

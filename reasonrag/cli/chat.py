@@ -15,6 +15,7 @@ from reasonrag.cli.options import (
     load_agent_prm,
     make_policy,
     make_retriever,
+    stop_threshold_of,
 )
 from reasonrag.errors import InputError
 
@@ -119,6 +120,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         backtrack=backtrack,
         critic=args.critic,
         critic_stages=tuple(args.critic_stages),
+        stop_threshold=stop_threshold_of(args, prm),
         batch_scorer=(lambda state, steps: score_candidates(prm, state, steps)) if prm is not None else None,
     )
     db = Path(args.db) if args.db else default_cache_dir() / "chat.sqlite"

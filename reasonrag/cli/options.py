@@ -26,6 +26,7 @@ DEFAULT_CORPUS = "hotpotqa"
 SHIPPED_POLICY_HEAD = Path(__file__).resolve().parents[1] / "weights" / "policy" / "manifest.json"
 DEFAULT_BACKTRACK = False  # chosen on dev: see README "Backtracking"
 DEFAULT_THRESHOLD = 0.2  # chosen on dev: benchmarks/results/backtrack_dev*.json
+DEFAULT_STOP_THRESHOLD: float | None = None  # scored stopping; None: the policy decides when to answer
 
 
 def quiet_libraries() -> None:
@@ -136,6 +137,16 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         default=list(STAGES),
         choices=STAGES,
         help="stages the critic chooses in (default: all three; synthesize alone re-ranks the answers)",
+    )
+    g.add_argument(
+        "--stop-threshold",
+        type=float_in(0.0, 1.0),
+        default=None,
+        metavar="T",
+        help="scored stopping: at each answer step, answer when the PRM scores the policy's best answer "
+        "at least T, else hop again ("
+        + (f"default: {DEFAULT_STOP_THRESHOLD}, chosen on dev" if DEFAULT_STOP_THRESHOLD else "default: off")
+        + "; needs a PRM)",
     )
     g.add_argument(
         "--beam",
@@ -300,8 +311,15 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None, *, concurrent: 
         beam=args.beam,
         critic_stages=tuple(args.critic_stages),
         alpha=args.alpha,
+        stop_threshold=stop_threshold_of(args, prm),
     )
     return corpus, graph
+
+
+def stop_threshold_of(args: argparse.Namespace, prm: Any) -> float | None:
+    """--stop-threshold, or the default one where a PRM is loaded."""
+    stop = getattr(args, "stop_threshold", None)
+    return stop if stop is not None else (DEFAULT_STOP_THRESHOLD if prm is not None else None)
 
 
 def make_retriever(args: argparse.Namespace, corpus):
@@ -456,5 +474,7 @@ def check_search_options(args: argparse.Namespace) -> None:
             raise InputError(f"{name} must lie in 0..{top}, got {value}")
     if (args.critic > 1 or args.beam > 1) and getattr(args, "no_prm", False):
         raise InputError("--critic and --beam rank candidates by PRM score: drop --no-prm")
+    if getattr(args, "stop_threshold", None) is not None and getattr(args, "no_prm", False):
+        raise InputError("--stop-threshold compares PRM scores: drop --no-prm")
     if args.beam > 1 and args.best_of > 1:
         raise InputError("--beam and --best-of are two ways to spend samples: give one of them")
