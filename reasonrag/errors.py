@@ -90,3 +90,9 @@ class PredictionsError(ReasonRAGError):
     """An eval predictions file is not ours or was made with another setting; names the file and line."""
 
     code = "INVALID_PREDICTIONS"
+
+
+class PortInUseError(ReasonRAGError):
+    """A server cannot listen where it was asked: the port is taken (or the address is not this host's)."""
+
+    code = "PORT_IN_USE"

@@ -229,3 +229,23 @@ def test_a_worker_that_dies_is_reported_as_its_own_one_line_error():
     assert isinstance(err, ModelError) and str(err) == "no reader in /x (expected manifest.json)"
     other = worker_error(report + "ValueError: something else")
     assert other.code == "RAY_WORKER" and "ValueError: something else" in str(other)
+
+
+def test_a_ray_address_where_nothing_listens_is_a_one_line_error_at_once(tmp_path, capsys):
+    import socket
+
+    pytest.importorskip("ray", reason='the Ray tests need the ray extra: pip install "reasonrag[ray]"')
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    t0 = time.monotonic()
+    assert (
+        main(["label", *LABEL, "--out", str(tmp_path / "x.jsonl"), "--ray-address", f"127.0.0.1:{port}"]) == 2
+    )
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        err.startswith("reasonrag: error [INVALID_INPUT]")
+        and f"no Ray cluster answers at 127.0.0.1:{port}" in err
+    )

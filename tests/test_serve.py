@@ -170,3 +170,42 @@ def test_serve_without_the_extra_or_with_a_bad_port_is_a_one_line_error(monkeypa
     monkeypatch.delitem(sys.modules, "uvicorn")
     assert main(["serve", "--port", "70000"]) == 2
     assert "[INVALID_INPUT]" in capsys.readouterr().err
+
+
+def test_serve_on_a_port_in_use_is_a_one_line_error_before_the_index_loads(capsys):
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        assert main(["serve", "--corpus", "no-such-corpus", "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("reasonrag: error [PORT_IN_USE]") and str(port) in err and len(err.splitlines()) == 1
+    )
+
+
+def test_concurrent_requests_are_searched_together_with_each_getting_its_own_results(local):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reasonrag.retrieval.server import QueryBatcher
+
+    queries = [q.question for q in load_questions(str(DATA / "tiny_questions.jsonl"))] * 4
+    alone = [[h.passage.id for h in local.search_batch([q], k=2)[0]] for q in queries]
+
+    class Slow:  # the first batch takes a while, as under load: everything sent meanwhile waits for it
+        calls = 0
+
+        def search_batch(self, batch, k):
+            Slow.calls += 1
+            if Slow.calls == 1:
+                time.sleep(0.5)
+            return local.search_batch(batch, k=k)
+
+    batcher = QueryBatcher(Slow())
+    with ThreadPoolExecutor(len(queries)) as pool:
+        together = list(pool.map(lambda q: [h.passage.id for h in batcher.search([q], 2)[0]], queries))
+    assert together == alone
+    assert batcher.searched == len(queries) and batcher.batches <= 3

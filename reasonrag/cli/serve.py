@@ -26,8 +26,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     from reasonrag.data.corpus import Corpus
     from reasonrag.retrieval.retriever import DenseRetriever
-    from reasonrag.retrieval.server import serve
+    from reasonrag.retrieval.server import listen, serve
 
+    sock = listen(args.host, args.port)  # a taken port is a one-line error before the index loads
     corpus = Corpus.load(args.corpus)
     retriever = DenseRetriever(corpus, args.encoder, k=args.k)
     print(
@@ -36,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    serve(retriever, host=args.host, port=args.port, name=corpus.name)
+    serve(retriever, name=corpus.name, batch=not args.no_batch, sock=sock)
     return 0
 
 
@@ -60,5 +61,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     p.add_argument(
         "-k", "--k", type=int, default=3, help="documents per query when a request gives no topk (default: 3)"
+    )
+    p.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="search each request alone; by default the queries of concurrent requests are searched "
+        "together, one encoder pass and one index search a batch",
     )
     p.set_defaults(func=cmd_serve)

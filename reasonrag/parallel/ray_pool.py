@@ -11,6 +11,7 @@ and is imported only here, when asked for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -58,16 +59,60 @@ def start(options: RayOptions) -> Any:
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # no C++ retry chatter on a terminal
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if options.address:
+        probe_address(options.address)
     try:
-        if options.address:
-            ray.init(address=options.address, **kwargs)
-        else:
-            ray.init(num_cpus=options.workers or os.cpu_count() or 1, **kwargs)
+        with _quiet_stderr():  # Ray's C++ client logs each failed try to join; our error is one line
+            if options.address:
+                ray.init(address=options.address, **kwargs)
+            else:
+                ray.init(num_cpus=options.workers or os.cpu_count() or 1, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"at {options.address}" if options.address else "on this machine"
         raise InputError(f"could not start or join a Ray cluster {where}: {exc}") from None
     return ray
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send the process's standard error (file descriptor 2, where C++ code writes) nowhere for a while."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor 2 (captured, embedded): nothing to quiet
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def probe_address(address: str, timeout: float = 5.0) -> None:
+    """A one-line InputError unless something listens at a HOST:PORT address: joining an address where no
+    cluster runs would otherwise wait on Ray's reconnect loop for minutes. "auto" and addresses without a
+    port are left to Ray, which fails fast on them."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise InputError(
+            f"no Ray cluster answers at {address} ({why}): start one with `ray start --head` there, or "
+            "use --ray for a local one"
+        ) from None
 
 
 def worker_error(message: str) -> Exception:

@@ -15,6 +15,7 @@ optional extra `reasonrag[serve]`.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -69,19 +70,88 @@ def document_passage(document: dict[str, Any]) -> Passage:
     return Passage(id=str(document["id"]), title=title, text=text, sentences=parts)
 
 
-def make_app(retriever: Any, *, name: str = "") -> Any:
-    """The FastAPI app serving `retriever` (a DenseRetriever, or anything with `search_batch`)."""
+class QueryBatcher:
+    """Concurrent requests' queries searched together: one encoder pass and one index search per batch.
+
+    A request hands its queries over and waits; one worker thread takes every request waiting at that
+    moment (queries of equal `k` together, at most `max_queries` a batch), searches them in one
+    `search_batch` call and hands each request its own results, as Search-R1's server batches one request's
+    queries. Under load, requests arrive while a batch runs and form the next one, so the encoder's fixed
+    cost per call is shared; a lone request waits for nothing.
+    """
+
+    def __init__(self, retriever: Any, max_queries: int = 256) -> None:
+        import queue
+
+        self.retriever, self.max_queries = retriever, max_queries
+        self._queue: queue.Queue = queue.Queue()
+        self.batches = 0  # search_batch calls made
+        self.searched = 0  # queries searched
+        threading.Thread(target=self._work, name="reasonrag-query-batcher", daemon=True).start()
+
+    def search(self, queries: list[str], k: int) -> list:
+        """The hits of each query, as `search_batch(queries, k)` gives them; errors come back raised."""
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self._queue.put((list(queries), k, future))
+        return future.result()
+
+    def _take(self, block: bool) -> list[tuple]:
+        """Every request waiting now (waiting for the first one when `block`)."""
+        import queue
+
+        waiting = [self._queue.get()] if block else []
+        while True:
+            try:
+                waiting.append(self._queue.get_nowait())
+            except queue.Empty:
+                return waiting
+
+    def _work(self) -> None:
+        held: list[tuple] = []
+        while True:
+            waiting = held + self._take(block=not held)  # what did not fit last time goes first
+            held = []
+            k = waiting[0][1]
+            batch, size = [], 0
+            for item in waiting:
+                if item[1] == k and (not batch or size + len(item[0]) <= self.max_queries):
+                    batch.append(item)
+                    size += len(item[0])
+                else:
+                    held.append(item)
+            try:
+                results = self.retriever.search_batch([q for item in batch for q in item[0]], k=k)
+            except Exception as exc:  # noqa: BLE001 - each request gets the error to report
+                for _, _, future in batch:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.searched += size
+            pos = 0
+            for queries, _, future in batch:
+                future.set_result(results[pos : pos + len(queries)])
+                pos += len(queries)
+
+
+def make_app(retriever: Any, *, name: str = "", batch: bool = True) -> Any:
+    """The FastAPI app serving `retriever` (a DenseRetriever, or anything with `search_batch`).
+
+    With `batch` (the default) the queries of concurrent requests are searched together
+    (`QueryBatcher`); without it each request searches alone, one at a time."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import JSONResponse, Response
         from starlette.exceptions import HTTPException
     except ImportError:
         raise MissingDependencyError(
             f"`reasonrag serve` needs FastAPI and uvicorn: {INSTALL_SERVE}"
         ) from None
 
-    lock = threading.Lock()  # the encoder and FAISS run one batch at a time; requests queue here
+    lock = threading.Lock()  # unbatched: the encoder and FAISS run one request at a time
+    batcher = QueryBatcher(retriever) if batch else None
     app = FastAPI(title="reasonrag retrieval server", summary="Search-R1's /retrieve over a reasonrag index")
     default_k = int(getattr(retriever, "k", 3))
     count = len(getattr(retriever, "passages", ()))
@@ -126,8 +196,13 @@ def make_app(retriever: Any, *, name: str = "") -> Any:
                 return error(422, f"bad request: queries.{i} is longer than {MAX_QUERY_CHARS} characters")
         k = request.topk or default_k
         try:
-            with lock:
-                results = retriever.search_batch(request.queries, k=k) if request.queries else []
+            if not request.queries:
+                results = []
+            elif batcher is not None:
+                results = batcher.search(request.queries, k)
+            else:
+                with lock:
+                    results = retriever.search_batch(request.queries, k=k)
         except ReasonRAGError as exc:
             return error(400, f"[{exc.code}] {exc}")
         out = []
@@ -136,17 +211,57 @@ def make_app(retriever: Any, *, name: str = "") -> Any:
                 out.append([{"document": passage_document(h.passage), "score": h.score} for h in hits])
             else:
                 out.append([passage_document(h.passage) for h in hits])
-        return {"result": out}
+        # JSON written directly: FastAPI's generic encoder walks every document field by field
+        return Response(json.dumps({"result": out}, ensure_ascii=False), media_type="application/json")
 
     return app
 
 
-def serve(retriever: Any, *, host: str = "127.0.0.1", port: int = 8000, name: str = "") -> None:
-    """Serve `retriever` until interrupted (uvicorn, one process)."""
+def listen(host: str, port: int) -> Any:
+    """A socket bound to host:port, or a one-line PortInUseError: checked before any model loads."""
+    import errno
+    import socket
+
+    from reasonrag.errors import PortInUseError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"port {port} on {host} is in use: stop what listens there, or give --port N"
+            ) from None
+        raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def run_app(app: Any, sock: Any) -> None:
+    """Serve an ASGI app on a bound socket until interrupted (uvicorn, one process)."""
     try:
         import uvicorn
     except ImportError:
         raise MissingDependencyError(
             f"`reasonrag serve` needs FastAPI and uvicorn: {INSTALL_SERVE}"
         ) from None
-    uvicorn.run(make_app(retriever, name=name), host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def serve(
+    retriever: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    name: str = "",
+    batch: bool = True,
+    sock: Any = None,
+) -> None:
+    """Serve `retriever` until interrupted (uvicorn, one process), on `sock` if already bound."""
+    run_app(make_app(retriever, name=name, batch=batch), sock if sock is not None else listen(host, port))
