@@ -240,9 +240,8 @@ def test_a_ray_address_where_nothing_listens_is_a_one_line_error_at_once(tmp_pat
     port = free.getsockname()[1]
     free.close()  # nothing listens there now
     t0 = time.monotonic()
-    assert (
-        main(["label", *LABEL, "--out", str(tmp_path / "x.jsonl"), "--ray-address", f"127.0.0.1:{port}"]) == 2
-    )
+    args = ["--split", "dev", "--out", str(tmp_path / "x.jsonl"), "--ray-address", f"127.0.0.1:{port}"]
+    assert main(["label", *LABEL, *args]) == 2
     assert time.monotonic() - t0 < 30
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert (
