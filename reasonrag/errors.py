@@ -96,3 +96,10 @@ class PortInUseError(ReasonRAGError):
     """A server cannot listen where it was asked: the port is taken (or the address is not this host's)."""
 
     code = "PORT_IN_USE"
+
+
+class RejectError(InputError, ValueError):
+    """A step cannot be rejected (no such step, no branch point, no alternative left). A ValueError too, so
+    servers that show only built-in errors' messages (the LangGraph Agent Server) show this one."""
+
+    code = "CANNOT_REJECT"

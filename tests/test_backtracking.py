@@ -160,3 +160,27 @@ def test_selection_rules():
         select_sample(samples, "max")
     with pytest.raises(InputError, match="step scores"):
         select_sample([{"answer": "A", "scores": [None]}], "min")
+
+
+def test_a_run_with_reject_step_goes_back_from_that_step_and_never_returns_the_rejected_answer(parts, greedy):
+    from reasonrag.errors import RejectError
+
+    retriever, policy = parts
+    trusting = lambda state, step: 0.9  # noqa: E731 - no automatic backtrack: only the person rejects
+    graph = build_agent(
+        retriever=retriever,
+        policy=policy,
+        max_hops=2,
+        k=3,
+        scorer=trusting,
+        backtrack=BacktrackConfig(max_backtracks=0),
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": "reject"}, "recursion_limit": 100}
+    first = graph.invoke({"question": Q, "max_hops": 2}, config)
+    last = len(first["steps"])
+    again = graph.invoke({"reject_step": last}, config)
+    assert again["backtracks"] == 1 and again["abandoned"][0]["reason"] == "rejected by the user"
+    assert again["answer"] != first["answer"] and again["steps"][: last - 1] == first["steps"][: last - 1]
+    with pytest.raises(RejectError, match="no step 99"):
+        graph.invoke({"reject_step": 99}, config)

@@ -10,7 +10,6 @@ because the state's list reducers would otherwise pile one question's steps onto
 
 from __future__ import annotations
 
-import copy
 import sqlite3
 import sys
 import time
@@ -19,13 +18,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from reasonrag.agent.state import USER_REASON
 from reasonrag.data.terminal import terminal_text
 from reasonrag.errors import InputError, ReasonRAGError
 
 if TYPE_CHECKING:
     from reasonrag.agent.nodes import AgentSteps
 
-USER_REASON = "rejected by the user"
 PROMPT = "reasonrag> "
 SESSIONS_TABLE = "reasonrag_chat_questions"
 
@@ -93,28 +92,6 @@ def backtrack_line(event: Mapping[str, Any]) -> str:
     )
 
 
-def keep_rejections(nodes: AgentSteps) -> AgentSteps:
-    """A copy of the node functions whose fallback answer is never one the user rejected.
-
-    When a path ends below the threshold with no backtrack left, `AgentSteps.finish` keeps the best-scoring
-    ending found; after `/reject` that could be the very answer the user turned down.
-    """
-    chat = copy.copy(nodes)
-    base_finish = nodes.finish
-
-    def finish(state: dict) -> dict:
-        rejected = {
-            a["steps"][-1].get("observation")
-            for a in state.get("abandoned") or []
-            if a.get("reason") == USER_REASON and a.get("steps") and a["steps"][-1]["stage"] == "synthesize"
-        }
-        endings = [e for e in state.get("finished") or [] if e.get("answer") not in rejected]
-        return base_finish({**state, "finished": endings})
-
-    chat.finish = finish
-    return chat
-
-
 def _thread(thread_id: str) -> dict:
     return {"configurable": {"thread_id": thread_id}}
 
@@ -140,7 +117,7 @@ class ChatSession:
         from reasonrag.agent.graph import compile_steps
         from reasonrag.agent.state import MAX_BACKTRACKS_BOUND, recursion_limit
 
-        self.nodes = keep_rejections(nodes)
+        self.nodes = nodes
         self.out = out or sys.stdout
         self.inputs = {"max_hops": self.nodes.max_hops, "k": self.nodes.k, **dict(inputs or {})}
         self.db = Path(db)

@@ -104,9 +104,9 @@ def compile_steps(nodes: AgentSteps, checkpointer: Any = None):
     graph.add_node("retrieve", nodes.retrieve)
     graph.add_node("extract", nodes.extract)
     graph.add_node("synthesize", nodes.synthesize)
-    graph.add_edge(START, "start")
     graph.add_edge("start", "retrieve")
     if nodes.backtrack_config is None:
+        graph.add_edge(START, "start")
         graph.add_edge("retrieve", "extract")
         graph.add_edge("extract", "synthesize")
 
@@ -124,6 +124,12 @@ def compile_steps(nodes: AgentSteps, checkpointer: Any = None):
 
         graph.add_node("backtrack", nodes.backtrack)
         graph.add_node("finish", nodes.finish)
+        # A run whose input is {"reject_step": N} goes back from step N of the thread's path instead of
+        # starting a new question: how a client of a server rejects a step.
+        graph.add_node("reject", nodes.reject)
+        graph.add_conditional_edges(
+            START, lambda s: "reject" if s.get("reject_step") else "start", ["reject", "start"]
+        )
         graph.add_conditional_edges("retrieve", route(lambda s: "extract"), ["extract", "backtrack"])
         graph.add_conditional_edges("extract", route(lambda s: "synthesize"), ["synthesize", "backtrack"])
         graph.add_conditional_edges(
@@ -131,9 +137,10 @@ def compile_steps(nodes: AgentSteps, checkpointer: Any = None):
             route(lambda s: "retrieve" if s.get("status") == "running" else "finish"),
             ["retrieve", "finish", "backtrack"],
         )
-        graph.add_conditional_edges(
-            "backtrack", lambda s: s["forced"]["stage"], ["retrieve", "extract", "synthesize"]
-        )
+        for node in ("backtrack", "reject"):
+            graph.add_conditional_edges(
+                node, lambda s: s["forced"]["stage"], ["retrieve", "extract", "synthesize"]
+            )
         graph.add_edge("finish", END)
     compiled = graph.compile(checkpointer=checkpointer, name="reasonrag")
     return compiled

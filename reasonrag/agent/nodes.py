@@ -17,6 +17,7 @@ from reasonrag.agent.state import (
     LIST_CHANNELS,
     NOT_ENOUGH_EVIDENCE,
     RESET,
+    USER_REASON,
     AgentState,
     BatchScorer,
     StepScorer,
@@ -25,7 +26,7 @@ from reasonrag.agent.state import (
 )
 from reasonrag.data.limits import MAX_BACKTRACKS, MAX_HOPS, MAX_K, check_question, check_range
 from reasonrag.data.types import STAGES
-from reasonrag.errors import InputError
+from reasonrag.errors import InputError, RejectError
 from reasonrag.policies.base import Candidate, Policy, choose
 
 
@@ -394,6 +395,7 @@ class AgentSteps:
             "backtracks": 0,
             "forced": None,
             "path_score": None,
+            "reject_step": None,
         }
 
     def retrieve(self, state: AgentState) -> dict:
@@ -500,13 +502,40 @@ class AgentSteps:
             "backtracks": state.get("backtracks", 0) + 1,
         }
 
+    def reject(self, state: AgentState) -> dict:
+        """A run started with `{"reject_step": N}` on a thread that answered: step N is rejected, and the
+        agent goes back to its branch point to take the next-best untried action (as `/reject N` in chat).
+        """
+        number = int(state.get("reject_step") or 0)
+        steps, branches = state.get("steps") or [], state.get("branches") or []
+        if not 1 <= number <= len(steps):
+            raise RejectError(f"no step {number} to reject: the path has steps 1 to {len(steps)}")
+        if len(branches) != len(steps):
+            raise RejectError(
+                "this path was made without step scores, so it has no branch points to go back to"
+            )
+        if not self._untried(branches[number - 1]):
+            raise RejectError(f"step {number} has no untried alternative left")
+        return {**self.backtrack(state, branch_index=number - 1, reason=USER_REASON), "reject_step": None}
+
     def finish(self, state: AgentState) -> dict:
-        """The answer: the path's own, unless it scores below the threshold and a better ending was found."""
+        """The answer: the path's own, unless it scores below the threshold and a better ending was found.
+
+        An answer a person rejected is never taken back this way."""
         cfg = self.backtrack_config
         current = state.get("path_score")
         if cfg is None or current is None or current >= cfg.threshold:
             return {"selected_from": "path"}
-        endings = [e for e in state.get("finished") or [] if e.get("score") is not None]
+        rejected = {
+            a["steps"][-1].get("observation")
+            for a in state.get("abandoned") or []
+            if a.get("reason") == USER_REASON and a.get("steps") and a["steps"][-1]["stage"] == "synthesize"
+        }
+        endings = [
+            e
+            for e in state.get("finished") or []
+            if e.get("score") is not None and e.get("answer") not in rejected
+        ]
         best = max(endings, key=lambda e: e["score"], default=None)
         if best is None or best["score"] <= current:
             return {"selected_from": "path"}

@@ -12,6 +12,7 @@ from typing import Annotated, TypedDict
 from reasonrag.data.limits import MAX_BACKTRACKS
 
 NOT_ENOUGH_EVIDENCE = "not enough evidence"
+USER_REASON = "rejected by the user"  # why a step a person rejected was abandoned
 # run_agent's recursion limit allows this many backtracks (the config caps lower)
 MAX_BACKTRACKS_BOUND = MAX_BACKTRACKS
 
@@ -54,6 +55,7 @@ class AgentState(TypedDict, total=False):
     trace: Annotated[list[dict], path_reducer]  # steps and backtracks, in the order they happened
     path_score: float | None
     selected_from: str  # "path" or the abandoned ending whose answer was kept
+    reject_step: int | None  # input of a run that rejects step N of the thread's path (see AgentSteps.reject)
 
 
 StepScorer = Callable[[dict, dict], float]

@@ -263,11 +263,15 @@ def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
     return json.loads(json.dumps(setting, default=str))
 
 
-def build_agent_from_args(args: argparse.Namespace, corpus=None, *, concurrent: bool = False):
+def build_agent_from_args(
+    args: argparse.Namespace, corpus=None, *, concurrent: bool = False, branch_points: bool = False
+):
     """The corpus (loaded unless given) and the compiled agent the options describe.
 
     `concurrent`: the agent will run many questions at once on threads, so the retriever, policy and PRM
-    that are not thread-safe go behind one shared lock (they share the encoder and its tokenizer)."""
+    that are not thread-safe go behind one shared lock (they share the encoder and its tokenizer).
+    `branch_points`: with a PRM, every step keeps its branch point even without --backtrack, so a person
+    can reject a step later (as in chat)."""
     from reasonrag.agent.graph import build_agent
     from reasonrag.data.corpus import Corpus
 
@@ -296,6 +300,10 @@ def build_agent_from_args(args: argparse.Namespace, corpus=None, *, concurrent: 
             aggregation=args.aggregation,
             stages=args.backtrack_stages,
         )
+    elif branch_points and prm is not None:
+        from reasonrag.agent.nodes import BacktrackConfig
+
+        backtrack = BacktrackConfig(max_backtracks=0, aggregation=args.aggregation)
     if args.best_of < 1:
         raise InputError(f"--best-of must be at least 1, got {args.best_of}")
     graph = build_agent(
