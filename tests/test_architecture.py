@@ -24,7 +24,8 @@ RANK = {
     "agent": 4,
     "training": 5,
     "evaluation": 5,
-    "cli": 6,
+    "web": 6,
+    "cli": 7,
 }
 MAX_LINES = 600
 

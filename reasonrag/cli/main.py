@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reasonrag.cli import ask, chat, evaluate, export, index, label, prm, serve, train_policy
+from reasonrag.cli import ask, chat, evaluate, export, index, label, prm, serve, train_policy, ui
 from reasonrag.cli.checks import Parser, parse_args
 from reasonrag.cli.options import quiet_libraries
 from reasonrag.data.terminal import terminal_text
@@ -32,6 +32,7 @@ def make_parser() -> argparse.ArgumentParser:
         train_policy.add_parser,
         export.add_parser,
         serve.add_parser,
+        ui.add_parser,
     ):
         register(sub)
     return ap

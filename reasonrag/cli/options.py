@@ -264,7 +264,12 @@ def agent_setting(args: argparse.Namespace, corpus) -> dict[str, Any]:
 
 
 def build_agent_from_args(
-    args: argparse.Namespace, corpus=None, *, concurrent: bool = False, branch_points: bool = False
+    args: argparse.Namespace,
+    corpus=None,
+    *,
+    concurrent: bool = False,
+    branch_points: bool = False,
+    checkpointer: Any = None,
 ):
     """The corpus (loaded unless given) and the compiled agent the options describe.
 
@@ -320,6 +325,7 @@ def build_agent_from_args(
         critic_stages=tuple(args.critic_stages),
         alpha=args.alpha,
         stop_threshold=stop_threshold_of(args, prm),
+        checkpointer=checkpointer,
     )
     return corpus, graph
 
