@@ -31,9 +31,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = listen(args.host, args.port)  # a taken port is a one-line error before the index loads
     corpus = Corpus.load(args.corpus)
     retriever = DenseRetriever(corpus, args.encoder, k=args.k)
+    host, port = sock.getsockname()[:2]  # the port the system chose for --port 0
     print(
         f"reasonrag: serving {corpus.name} ({len(corpus.passages)} passages, {retriever.index.kind} index) "
-        f"at http://{args.host}:{args.port}/retrieve (Ctrl-C stops)",
+        f"at http://{host}:{port}/retrieve (Ctrl-C stops)",
         file=sys.stderr,
         flush=True,
     )
@@ -58,7 +59,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)"
     )
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)"
+    )
     p.add_argument(
         "-k", "--k", type=int, default=3, help="documents per query when a request gives no topk (default: 3)"
     )

@@ -73,11 +73,13 @@ def document_passage(document: dict[str, Any]) -> Passage:
 class QueryBatcher:
     """Concurrent requests' queries searched together: one encoder pass and one index search per batch.
 
-    A request hands its queries over and waits; one worker thread takes every request waiting at that
-    moment (queries of equal `k` together, at most `max_queries` a batch), searches them in one
-    `search_batch` call and hands each request its own results, as Search-R1's server batches one request's
-    queries. Under load, requests arrive while a batch runs and form the next one, so the encoder's fixed
-    cost per call is shared; a lone request waits for nothing.
+    Each request puts its queries in a queue and takes the search lock. Whoever holds the lock searches
+    everything waiting at that moment (queries of equal `k` together, at most `max_queries` a batch) in
+    one `search_batch` call and hands every request its own results; a request whose results came while
+    it waited for the lock just returns them. Under load, requests arrive while a batch runs and form the
+    next one, so the encoder's fixed cost per call is shared, as Search-R1's server batches the queries of
+    one request; a lone request waits for nothing. The search runs on the request threads themselves (no
+    thread of its own), as the unbatched path does.
     """
 
     def __init__(self, retriever: Any, max_queries: int = 256) -> None:
@@ -85,9 +87,9 @@ class QueryBatcher:
 
         self.retriever, self.max_queries = retriever, max_queries
         self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
         self.batches = 0  # search_batch calls made
         self.searched = 0  # queries searched
-        threading.Thread(target=self._work, name="reasonrag-query-batcher", daemon=True).start()
 
     def search(self, queries: list[str], k: int) -> list:
         """The hits of each query, as `search_batch(queries, k)` gives them; errors come back raised."""
@@ -95,44 +97,43 @@ class QueryBatcher:
 
         future: Future = Future()
         self._queue.put((list(queries), k, future))
+        with self._lock:
+            while not future.done():
+                self._search_waiting()
         return future.result()
 
-    def _take(self, block: bool) -> list[tuple]:
-        """Every request waiting now (waiting for the first one when `block`)."""
+    def _search_waiting(self) -> None:
+        """One batch of what waits now: the oldest request's `k`, as many queries as fit."""
         import queue
 
-        waiting = [self._queue.get()] if block else []
+        waiting = []
         while True:
             try:
                 waiting.append(self._queue.get_nowait())
             except queue.Empty:
-                return waiting
-
-    def _work(self) -> None:
-        held: list[tuple] = []
-        while True:
-            waiting = held + self._take(block=not held)  # what did not fit last time goes first
-            held = []
-            k = waiting[0][1]
-            batch, size = [], 0
-            for item in waiting:
-                if item[1] == k and (not batch or size + len(item[0]) <= self.max_queries):
-                    batch.append(item)
-                    size += len(item[0])
-                else:
-                    held.append(item)
-            try:
-                results = self.retriever.search_batch([q for item in batch for q in item[0]], k=k)
-            except Exception as exc:  # noqa: BLE001 - each request gets the error to report
-                for _, _, future in batch:
-                    future.set_exception(exc)
-                continue
-            self.batches += 1
-            self.searched += size
-            pos = 0
-            for queries, _, future in batch:
-                future.set_result(results[pos : pos + len(queries)])
-                pos += len(queries)
+                break
+        k = waiting[0][1]
+        batch, size, later = [], 0, []
+        for item in waiting:
+            if item[1] == k and (not batch or size + len(item[0]) <= self.max_queries):
+                batch.append(item)
+                size += len(item[0])
+            else:
+                later.append(item)
+        for item in later:  # the next holder of the lock takes them
+            self._queue.put(item)
+        try:
+            results = self.retriever.search_batch([q for item in batch for q in item[0]], k=k)
+        except Exception as exc:  # noqa: BLE001 - each request gets the error to report
+            for _, _, future in batch:
+                future.set_exception(exc)
+            return
+        self.batches += 1
+        self.searched += size
+        pos = 0
+        for queries, _, future in batch:
+            future.set_result(results[pos : pos + len(queries)])
+            pos += len(queries)
 
 
 def make_app(retriever: Any, *, name: str = "", batch: bool = True) -> Any:
