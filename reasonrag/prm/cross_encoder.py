@@ -40,6 +40,9 @@ class CrossEncoderPRMConfig:
     train_layers: int = 3  # the top N layers are fine-tuned (and shipped); the rest stay as in the encoder
     batch_size: int = 32  # sequences per forward pass when scoring
     evidence_chars: int = 600  # at most this much of the earlier evidence goes into a step's context
+    # The policy's probability of the step (its log, scaled) goes to the head beside the pooled text: the
+    # verifier corrects the policy's ranking rather than learning it again from the text alone.
+    prob_feature: bool = False
 
 
 def _clip(text: str, n: int) -> str:
@@ -77,6 +80,15 @@ def step_pair(
     return question, f"{head} || evidence: {before or '(none)'}"
 
 
+def step_prob(step: Mapping[str, Any]) -> float:
+    """The policy's probability of a step (1.0 where none is recorded, as for a hand-made step)."""
+    try:
+        p = float(step.get("prob", 1.0))
+    except (TypeError, ValueError):
+        return 1.0
+    return p if 0.0 <= p <= 1.0 else 1.0
+
+
 class CrossEncoderPRM(PRMBase):
     """Question-step pairs through a fine-tuned transformer, one logit per stage."""
 
@@ -102,7 +114,12 @@ class CrossEncoderPRM(PRMBase):
                 raise ModelError(f"cannot load the verifier's base encoder from {path!r}: {exc}") from exc
         self.tokenizer = tokenizer
         self.model = nn.ModuleDict(
-            {"backbone": backbone, "head": nn.Linear(int(backbone.config.hidden_size), len(STAGES))}
+            {
+                "backbone": backbone,
+                "head": nn.Linear(
+                    int(backbone.config.hidden_size) + int(self.config.prob_feature), len(STAGES)
+                ),
+            }
         )
         self._freeze_lower_layers()
         self._round_to_saved_precision()
@@ -142,18 +159,26 @@ class CrossEncoderPRM(PRMBase):
             return_tensors="pt",
         )
 
-    def _head_logits(self, hidden: torch.Tensor, mask: torch.Tensor, stages: Sequence[str]) -> torch.Tensor:
+    def _head_logits(
+        self, hidden: torch.Tensor, mask: torch.Tensor, stages: Sequence[str], probs: Sequence[float] | None
+    ) -> torch.Tensor:
         mask = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        if self.config.prob_feature:
+            p = torch.tensor([1.0 if x is None else float(x) for x in (probs or [None] * len(stages))])
+            pooled = torch.cat([pooled, (p.clamp(1e-4, 1.0).log() / 4).unsqueeze(1)], dim=1)
         logits = self.model["head"](pooled)
         index = torch.tensor([STAGES.index(s) for s in stages])
         return logits.gather(1, index.view(-1, 1)).squeeze(1)
 
-    def pair_logits(self, pairs: Sequence[tuple[str, str]], stages: Sequence[str]) -> torch.Tensor:
-        """One logit per (question, step) pair, from the head of its stage; with gradients."""
+    def pair_logits(
+        self, pairs: Sequence[tuple[str, str]], stages: Sequence[str], probs: Sequence[float] | None = None
+    ) -> torch.Tensor:
+        """One logit per (question, step) pair, from the head of its stage; with gradients. `probs` are the
+        policy's probabilities of the steps (read with `prob_feature`)."""
         enc = self._tokenize(pairs)
         hidden = self.model["backbone"](**enc).last_hidden_state
-        return self._head_logits(hidden, enc["attention_mask"], stages)
+        return self._head_logits(hidden, enc["attention_mask"], stages, probs)
 
     # -- training on cached trunk states -------------------------------------------------------------------
     # The lower layers are frozen, so what they make of a pair never changes: computed once, the states
@@ -175,7 +200,9 @@ class CrossEncoderPRM(PRMBase):
         lengths = enc["attention_mask"].sum(1).tolist()
         return [hidden[i, :n].half().clone() for i, n in enumerate(lengths)]
 
-    def top_logits(self, states: Sequence[torch.Tensor], stages: Sequence[str]) -> torch.Tensor:
+    def top_logits(
+        self, states: Sequence[torch.Tensor], stages: Sequence[str], probs: Sequence[float] | None = None
+    ) -> torch.Tensor:
         """`pair_logits` from cached trunk states: only the trained layers and the head run (with grad)."""
         from transformers.masking_utils import create_bidirectional_mask
 
@@ -191,15 +218,14 @@ class CrossEncoderPRM(PRMBase):
         )
         for layer in backbone.encoder.layer[self._first_trained_layer() :]:
             hidden = layer(hidden, mask)
-        return self._head_logits(hidden, attention, stages)
+        return self._head_logits(hidden, attention, stages, probs)
 
     def _first_trained_layer(self) -> int:
         return len(self.model["backbone"].encoder.layer) - self.config.train_layers
 
-    def _pairs(
-        self, trajectories: Sequence[Mapping[str, Any]], last_only: bool
-    ) -> tuple[list, list, list[int]]:
-        pairs, stages, counts = [], [], []
+    def _pairs(self, trajectories: Sequence[Mapping[str, Any]], last_only: bool) -> tuple[list, ...]:
+        """The (question, step) pairs to score, their stages and probabilities, and how many per trajectory."""
+        pairs, stages, probs, counts = [], [], [], []
         for traj in trajectories:
             check_trajectory(traj)
             steps = traj["steps"]
@@ -207,21 +233,23 @@ class CrossEncoderPRM(PRMBase):
             for t in ts:
                 pairs.append(step_pair(traj["question"], steps, t, self.config.evidence_chars))
                 stages.append(steps[t]["stage"])
+                probs.append(step_prob(steps[t]))
             counts.append(len(ts))
-        return pairs, stages, counts
+        return pairs, stages, probs, counts
 
     def step_logits(self, trajectories: Sequence[Mapping[str, Any]]) -> list[torch.Tensor]:
-        pairs, stages, counts = self._pairs(trajectories, last_only=False)
-        flat = self.pair_logits(pairs, stages) if pairs else torch.zeros(0)
+        pairs, stages, probs, counts = self._pairs(trajectories, last_only=False)
+        flat = self.pair_logits(pairs, stages, probs) if pairs else torch.zeros(0)
         return list(torch.split(flat, counts))
 
     @torch.inference_mode()
     def _scores(self, trajectories: Sequence[Mapping[str, Any]], last_only: bool) -> list[list[float]]:
-        pairs, stages, counts = self._pairs(trajectories, last_only)
+        pairs, stages, probs, counts = self._pairs(trajectories, last_only)
         flat: list[float] = []
         size = self.config.batch_size
         for i in range(0, len(pairs), size):
-            flat.extend(self.pair_logits(pairs[i : i + size], stages[i : i + size]).sigmoid().tolist())
+            chunk = slice(i, i + size)
+            flat.extend(self.pair_logits(pairs[chunk], stages[chunk], probs[chunk]).sigmoid().tolist())
         out, pos = [], 0
         for n in counts:
             out.append(flat[pos : pos + n])

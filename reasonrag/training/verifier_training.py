@@ -28,7 +28,7 @@ import torch
 
 from reasonrag.data.corpus import Corpus
 from reasonrag.data.types import STAGES, Passage, Question
-from reasonrag.prm.cross_encoder import CrossEncoderPRM, CrossEncoderPRMConfig, step_pair
+from reasonrag.prm.cross_encoder import CrossEncoderPRM, CrossEncoderPRMConfig, step_pair, step_prob
 from reasonrag.prm.evaluation import auroc, gold_step_labels
 
 
@@ -235,6 +235,10 @@ def _pair(e: dict, prm: CrossEncoderPRM) -> tuple[str, str]:
     return step_pair(e["question"], e["steps"], len(e["steps"]) - 1, prm.config.evidence_chars)
 
 
+def _prob(e: dict) -> float:
+    return step_prob(e["steps"][-1])
+
+
 def _group(e: dict) -> str:
     """The stage an example is reported under: "Another hop" apart from the answers it competes with."""
     return "continue" if e.get("kind") == "continue" else e["stage"]
@@ -256,8 +260,9 @@ def score_states(prm: CrossEncoderPRM, states: list[torch.Tensor], examples: lis
     prm.eval()
     out: list[float] = []
     for i in range(0, len(examples), 64):
-        stages = [e["stage"] for e in examples[i : i + 64]]
-        out.extend(prm.top_logits(states[i : i + 64], stages).sigmoid().tolist())
+        chunk = examples[i : i + 64]
+        stages, probs = [e["stage"] for e in chunk], [_prob(e) for e in chunk]
+        out.extend(prm.top_logits(states[i : i + 64], stages, probs).sigmoid().tolist())
     return out
 
 
@@ -330,7 +335,11 @@ def train_verifier(
         bar = tqdm(range(first, batches), desc=f"epoch {epoch}", unit="batch", file=sys.stderr)
         for b in bar:
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            logits = prm.top_logits([train_states[i] for i in idx], [train[i]["stage"] for i in idx])
+            logits = prm.top_logits(
+                [train_states[i] for i in idx],
+                [train[i]["stage"] for i in idx],
+                [_prob(train[i]) for i in idx],
+            )
             target = torch.tensor([float(train[i]["label"]) for i in idx])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
             opt.zero_grad()
@@ -420,6 +429,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-pool", action="store_true", help="train on the agent's own paths only")
     ap.add_argument("--train-layers", type=int, default=2)
+    ap.add_argument(
+        "--no-prob-feature",
+        action="store_true",
+        help="the head reads the text alone, not the policy's probability",
+    )
+    ap.add_argument(
+        "--max-pool-examples",
+        type=int,
+        default=20000,
+        help="closed-pool training steps kept (a seeded sample; the agent's own paths are all kept)",
+    )
     ap.add_argument("--max-length", type=int, default=128, help="tokens per question-step pair")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-5)
@@ -485,7 +505,10 @@ def main(argv: list[str] | None = None) -> int:
             tmp = pool.with_suffix(".partial")
             tmp.write_text(json.dumps(data))
             tmp.replace(pool)
-        train += data["train"]
+        pool_train = data["train"]
+        if args.max_pool_examples is not None and len(pool_train) > args.max_pool_examples:
+            pool_train = random.Random(config.seed).sample(pool_train, args.max_pool_examples)
+        train += pool_train
         dev["pool"] = data["dev"]
     if args.max_examples is not None and len(train) > args.max_examples:
         train = random.Random(config.seed).sample(train, args.max_examples)
@@ -493,7 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, ex in dev.items():
         print(_counts(f"dev {name}", ex), file=sys.stderr)
     torch.manual_seed(config.seed)
-    prm = CrossEncoderPRM(CrossEncoderPRMConfig(train_layers=args.train_layers, max_length=args.max_length))
+    prm = CrossEncoderPRM(
+        CrossEncoderPRMConfig(
+            train_layers=args.train_layers, max_length=args.max_length, prob_feature=not args.no_prob_feature
+        )
+    )
     command = "python -m reasonrag.training.verifier_training " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
