@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from reasonrag.agent.graph import build_agent
-    from reasonrag.cli.options import _quiet_libraries, policy_config
+    from reasonrag.cli.options import policy_config, quiet_libraries
     from reasonrag.data.corpus import Corpus
     from reasonrag.evaluation.evaluate import evaluate
     from reasonrag.policies.embedded import EmbeddedPolicy
     from reasonrag.retrieval.retriever import DenseRetriever
 
-    _quiet_libraries()
+    quiet_libraries()
     policy = EmbeddedPolicy(config=policy_config(args.policy_option))
     rows = []
     for name in args.corpora:

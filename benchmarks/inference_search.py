@@ -25,11 +25,11 @@ NS = (1, 2, 4, 8, 16)
 
 
 def _setup(args):
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.policies.embedded import EmbeddedPolicy
     from reasonrag.prm.loading import load_prm
 
-    _quiet_libraries()
+    quiet_libraries()
     return EmbeddedPolicy(), load_prm(args.prm)
 
 

@@ -39,14 +39,14 @@ def _name(algorithm: str, alpha: float | None = None, questions: int | None = No
 
 
 def train(args) -> dict:
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.cli.train_policy import first_questions
     from reasonrag.policies.head import PolicyHead, PolicyHeadConfig, TunedPolicy
     from reasonrag.prm.loading import load_prm
     from reasonrag.training.labeling import read_labels
     from reasonrag.training.policy_training import DPOConfig, PolicyGradientConfig, step_rewards, train_policy
 
-    _quiet_libraries()
+    quiet_libraries()
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     records = read_labels(args.labels)
@@ -182,7 +182,7 @@ def _plot_curves(out: dict, path: str) -> None:
 
 def evaluate(args) -> dict:
     from reasonrag.agent.graph import build_agent
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.data.corpus import Corpus
     from reasonrag.policies.embedded import EmbeddedPolicy
     from reasonrag.policies.head import load_policy_head
@@ -191,7 +191,7 @@ def evaluate(args) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from inference_search import _run
 
-    _quiet_libraries()
+    quiet_libraries()
     corpus = Corpus.load(args.corpus)
     questions = corpus.questions(args.split)[: args.limit]
     retriever = DenseRetriever(corpus)
@@ -240,12 +240,12 @@ def changes(args) -> dict:
     """How far each head moved the policy on the dev decisions: greedy choices changed, mean entropy."""
     import torch
 
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.policies.head import PolicyHead, load_policy_head
     from reasonrag.training.labeling import read_labels
     from reasonrag.training.policy_training import record_decisions
 
-    _quiet_libraries()
+    quiet_libraries()
     dev = read_labels(args.dev_labels)
     distinct = {}
     for r in dev:

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.cli.prm import _gold_questions
     from reasonrag.prm.encoder_prm import EncoderPRM, EncoderPRMConfig
     from reasonrag.prm.evaluation import evaluate_prm
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from reasonrag.training.labeling import read_labels
     from reasonrag.training.prm_training import PRMTrainingConfig, attach_gold, train_prm
 
-    _quiet_libraries()
+    quiet_libraries()
     train, dev, held = read_labels(args.labels), read_labels(args.dev_labels), read_labels(args.eval_labels)
     gold = _gold_questions(train + dev + held, None)
     attach_gold(train, gold)

@@ -30,14 +30,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.cli.prm import _gold_questions
     from reasonrag.prm.encoder_prm import EncoderPRM, EncoderPRMConfig
     from reasonrag.prm.evaluation import evaluate_prm
     from reasonrag.training.labeling import read_labels
     from reasonrag.training.prm_training import PRMTrainingConfig, attach_gold, train_prm
 
-    _quiet_libraries()
+    quiet_libraries()
     train, dev = read_labels(args.labels), read_labels(args.dev_labels)
     gold = _gold_questions(train + dev, None)
     attach_gold(train, gold)

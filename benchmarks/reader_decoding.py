@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.data.corpus import Corpus
     from reasonrag.data.rewards import exact_match, f1_score
     from reasonrag.policies.reader import KINDS, best_spans, collate, load_reader
     from reasonrag.training.reader_training import ExampleBuilder
 
-    _quiet_libraries()
+    quiet_libraries()
     model, tokenizer, _ = load_reader(args.reader)
     model.eval()
     out: dict = {"split": args.split, "penalties": args.penalties, "corpora": {}}

@@ -149,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args(argv)
 
-    from reasonrag.cli.options import _quiet_libraries
+    from reasonrag.cli.options import quiet_libraries
     from reasonrag.prm.loading import load_prm
 
-    _quiet_libraries()
+    quiet_libraries()
     prm = load_prm(args.prm)
     pools = pools_from_labels(args.labels, prm)
     fit = None

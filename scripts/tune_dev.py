@@ -38,14 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from reasonrag.agent.graph import build_agent
-    from reasonrag.cli.options import _quiet_libraries, policy_config
+    from reasonrag.cli.options import policy_config, quiet_libraries
     from reasonrag.data.corpus import Corpus
     from reasonrag.evaluation.evaluate import evaluate
     from reasonrag.policies.embedded import EmbeddedPolicy
     from reasonrag.policies.reader import Reader
     from reasonrag.retrieval.retriever import DenseRetriever
 
-    _quiet_libraries()
+    quiet_libraries()
     reader = Reader(args.reader)
     corpora = [Corpus.load(name) for name in args.corpora]
     retrievers = {c.name: DenseRetriever(c, show_progress=False) for c in corpora}
