@@ -92,3 +92,29 @@ def test_combined_reward_interpolates_outcome_and_mean_step_score():
     assert combined_reward(0.0, [0.2, 0.4], alpha=0.5) == pytest.approx(0.15)
     with pytest.raises(ValueError):
         combined_reward(1.0, [0.5], alpha=1.5)
+
+
+def test_sibling_top1_compares_the_prms_pick_and_the_policys_on_the_same_states():
+    from reasonrag.prm.evaluation import sibling_top1
+
+    q = Question("q", "Who?", ["Enugu"], "dev", {"gold_passages": ["A", "B"], "supporting_facts": [["B", 1]]})
+
+    def alt(prob, score, observed):
+        return {"text": "x", "prob": prob, "score": score, "observed": observed}
+
+    steps = [
+        # retrieve: the policy's favourite finds nothing gold, the PRM's pick finds B
+        {"stage": "retrieve", "critic": [alt(0.6, 0.2, ["C"]), alt(0.4, 0.9, ["B", "D"])]},
+        # extract: both pick the supporting sentence
+        {"stage": "extract", "critic": [alt(0.7, 0.8, [["B", 1]]), alt(0.3, 0.1, [["B", 0]])]},
+        # synthesize: no candidate is right, so the state says nothing about choosing
+        {"stage": "synthesize", "critic": [alt(0.5, 0.5, "Lagos"), alt(0.5, 0.4, "Abuja")]},
+        # synthesize: the PRM prefers another hop, which has no gold label: left out
+        {"stage": "synthesize", "critic": [alt(0.9, 0.1, "Enugu"), alt(0.1, 0.8, "another hop")]},
+        # synthesize: the PRM re-ranks the answers right
+        {"stage": "synthesize", "critic": [alt(0.9, 0.1, "Lagos"), alt(0.1, 0.8, "Enugu")]},
+    ]
+    out = sibling_top1([{"id": "q", "steps": steps}], {"q": q})
+    assert out["states"] == {"retrieve": 1, "extract": 1, "synthesize": 1}
+    assert out["prm"] == {"retrieve": 100.0, "extract": 100.0, "synthesize": 100.0}
+    assert out["policy"] == {"retrieve": 0.0, "extract": 100.0, "synthesize": 0.0}

@@ -74,6 +74,17 @@ def _candidate_record(c: Candidate) -> dict:
     return out
 
 
+def observed(step: dict) -> Any:
+    """What a step brought back, compactly (passage ids, kept sentences as [id, index], or the answer): kept
+    for each critic alternative, so its correctness can be judged later from the gold."""
+    obs = step.get("observation")
+    if step["stage"] == "retrieve":
+        return [o["id"] for o in obs]
+    if step["stage"] == "extract":
+        return [[o["passage_id"], o["sentence_index"]] for o in obs]
+    return obs
+
+
 def _lead(sentences: list[str], limit: int = 200) -> str:
     """A passage's opening, kept in the step so a PRM (or a person) can judge the retrieval from the trace."""
     text = " ".join(str(x).strip() for x in sentences[:2]).strip()
@@ -281,6 +292,7 @@ class AgentSteps:
                     "text": cands[o["index"]].text,
                     "prob": round(cands[o["index"]].prob, 6),
                     "score": round(float(sc), 4),
+                    "observed": observed(o["step"]),
                 }
                 for o, sc in zip(options, scores)
             ]
@@ -324,8 +336,13 @@ class AgentSteps:
         step["stop"] = stop
         if n > 1:
             step["critic"] = [
-                {"text": cands[i].text, "prob": round(cands[i].prob, 6), "score": round(sc, 4)}
-                for i, sc in critic_scores.items()
+                {
+                    "text": o[1]["action"],
+                    "prob": o[1]["prob"],
+                    "score": round(sc, 4),
+                    "observed": observed(o[1]),
+                }
+                for o, sc in zip(options, scores)
             ]
         return self._record(state, step, cands, [index], dict(update), critic_scores)
 

@@ -77,6 +77,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ]
         for stage, auc in (summary.get("prm_auroc") or {}).items():
             rows.append((f"PRM AUROC vs gold evidence: {stage}", auc))
+        siblings = summary.get("sibling_top1") or {}
+        for stage, n in (siblings.get("states") or {}).items():
+            if n:
+                pick = f"PRM {siblings['prm'][stage]}, policy {siblings['policy'][stage]} ({n} states)"
+                rows.append((f"sibling top-1 (critic): {stage}", pick))
         print(f"{corpus.name} / {args.split or 'all'}")
         for name, value in rows:
             print(f"  {name:<40} {'-' if value is None else value}")

@@ -142,9 +142,12 @@ def summarise_run(records: list[dict[str, Any]], questions: list[Question]) -> d
     ordered = [by_id[q.id] for q in questions if q.id in by_id]
     summary = summarise(ordered)
     if any(s.get("score") is not None for r in ordered for s in r["steps"]):
-        from reasonrag.prm.evaluation import prm_auroc_of_records
+        from reasonrag.prm.evaluation import prm_auroc_of_records, sibling_top1
 
-        summary["prm_auroc"] = prm_auroc_of_records(ordered, {q.id: q for q in questions})
+        by_question = {q.id: q for q in questions}
+        summary["prm_auroc"] = prm_auroc_of_records(ordered, by_question)
+        if any(s.get("critic") for r in ordered for s in r["steps"]):
+            summary["sibling_top1"] = sibling_top1(ordered, by_question)
     return summary
 
 

@@ -142,3 +142,49 @@ def prm_auroc_of_records(records: list[dict], questions: Mapping[str, Question])
         labels.append(gold_step_labels(steps, questions[r["id"]]))
         stages.append([s["stage"] for s in steps])
     return {stage: m["auroc"] for stage, m in per_stage(scores, labels, stages).items()}
+
+
+def _as_step(stage: str, observed: Any) -> dict:
+    """A critic alternative's compact observation as a step `gold_step_labels` can judge."""
+    if stage == "retrieve":
+        return {"stage": stage, "observation": [{"id": i} for i in observed or []]}
+    if stage == "extract":
+        return {
+            "stage": stage,
+            "observation": [{"passage_id": p, "sentence_index": i} for p, i in observed or []],
+        }
+    return {"stage": stage, "observation": observed}
+
+
+def sibling_top1(records: Sequence[Mapping[str, Any]], questions: Mapping[str, Question]) -> dict[str, Any]:
+    """How well the choice among sibling candidates goes, per stage, where the critic executed several.
+
+    Of the states with at least one right candidate (by gold, as `gold_step_labels` judges a step), the
+    share where the pick is right: the PRM's pick (the executed step) and the policy's (its most probable
+    executed candidate), on the same states; `states` counts them.
+    """
+    hits: dict[str, dict[str, list[int]]] = {s: {"prm": [], "policy": []} for s in STAGES}
+    for r in records:
+        question = questions.get(r.get("id"))
+        if question is None:
+            continue
+        for step in r.get("steps") or []:
+            alternatives = [a for a in step.get("critic") or [] if "observed" in a]
+            if len(alternatives) < 2:
+                continue
+            stage = step["stage"]
+            labels = gold_step_labels([_as_step(stage, a["observed"]) for a in alternatives], question)
+            prm_pick = max(range(len(alternatives)), key=lambda j: (alternatives[j]["score"], -j))
+            policy_pick = max(range(len(alternatives)), key=lambda j: (alternatives[j]["prob"], -j))
+            # "Another hop" has no gold label: a state where either pick is one is left out
+            if not any(labels) or labels[prm_pick] is None or labels[policy_pick] is None:
+                continue
+            hits[stage]["prm"].append(int(labels[prm_pick]))
+            hits[stage]["policy"].append(int(labels[policy_pick]))
+    out: dict[str, Any] = {"states": {s: len(hits[s]["prm"]) for s in STAGES}}
+    for chooser in ("prm", "policy"):
+        out[chooser] = {
+            s: round(100 * sum(hits[s][chooser]) / len(hits[s][chooser]), 1) if hits[s][chooser] else None
+            for s in STAGES
+        }
+    return out

@@ -381,7 +381,8 @@ def _save_checkpoint(ckpt: Path, prm: CrossEncoderPRM, opt: Any, sched: Any, pos
 
     with staged_directory(ckpt) as tmp:
         save_file(prm.trainable_state(), str(tmp / "model.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()}
+        torch.save(state, tmp / "optimizer.pt")  # the generator too: dropout goes on as if never stopped
         write_json(tmp / "position.json", position)
 
 
@@ -392,6 +393,7 @@ def _load_checkpoint(ckpt: Path, prm: CrossEncoderPRM, opt: Any, sched: Any) -> 
     state = torch.load(ckpt / "optimizer.pt", weights_only=True)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
     return json.loads((ckpt / "position.json").read_text())
 
 
