@@ -276,6 +276,33 @@ def auroc_by_group(scores: Sequence[float], examples: Sequence[dict]) -> dict[st
     return out
 
 
+def sibling_choice(scores: Sequence[float], examples: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    """Top-1 accuracy among the sibling candidates of each state of the agent's paths (examples with a
+    `question_id`), per stage: of the states with a right candidate, how often the highest score picks a
+    right one, beside the policy's own pick (the most probable) on the same states."""
+    states: dict[tuple, list[tuple[float, float, int]]] = {}
+    for score, e in zip(scores, examples):
+        if "question_id" not in e or e.get("kind") == "continue":
+            continue
+        key = (e["question_id"], e["stage"], json.dumps(e["steps"][:-1], sort_keys=True))
+        states.setdefault(key, []).append((score, _prob(e), e["label"]))
+    out: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        groups = [
+            g for (_, st, _), g in states.items() if st == stage and len(g) > 1 and any(x[2] for x in g)
+        ]
+        if not groups:
+            continue
+        by_score = [max(g, key=lambda x: x[0])[2] for g in groups]
+        by_prob = [max(g, key=lambda x: x[1])[2] for g in groups]
+        out[stage] = {
+            "states": len(groups),
+            "verifier": round(100 * sum(by_score) / len(groups), 1),
+            "policy": round(100 * sum(by_prob) / len(groups), 1),
+        }
+    return out
+
+
 def evaluate_examples(prm: CrossEncoderPRM, examples: list[dict]) -> dict[str, float | None]:
     prm.eval()
     scores: list[float] = []
@@ -352,7 +379,10 @@ def train_verifier(
                 _save_checkpoint(ckpt, prm, opt, sched, position)
         record: dict[str, Any] = {"epoch": epoch}
         for name, ex in dev.items():
-            record[f"dev_auroc_{name}"] = auroc_by_group(score_states(prm, dev_states[name], ex), ex)
+            scores = score_states(prm, dev_states[name], ex)
+            record[f"dev_auroc_{name}"] = auroc_by_group(scores, ex)
+            if any("question_id" in e for e in ex):
+                record[f"dev_sibling_top1_{name}"] = sibling_choice(scores, ex)
         chooser = record[f"dev_auroc_{next(iter(dev))}"]
         record["dev_mean_auroc"] = round(_mean(chooser), 4)
         position["history"].append(record)
