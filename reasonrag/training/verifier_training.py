@@ -373,7 +373,7 @@ def train_verifier(
             loss.backward()
             opt.step()
             sched.step()
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
             if ckpt is not None and (b + 1) % config.checkpoint_every == 0 and b + 1 < batches:
                 position.update(epoch=epoch, batch=b + 1, seconds=time.time() - t0)
                 _save_checkpoint(ckpt, prm, opt, sched, position)
