@@ -56,13 +56,13 @@ def import_ray() -> Any:
 def start(options: RayOptions) -> Any:
     """Connect to (or start) the cluster; returns the ray module. A cluster already joined is reused."""
     ray = import_ray()
+    if options.address:  # asked to join ADDR: nothing listening there is an error, joined elsewhere or not
+        probe_address(options.address)
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # no C++ retry chatter on a terminal
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if options.address:
-        probe_address(options.address)
     try:
         with _quiet_stderr():  # Ray's C++ client logs each failed try to join; our error is one line
             if options.address:
