@@ -24,11 +24,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonrag.data.limits import MAX_QUESTION_CHARS
 from reasonrag.errors import MissingDependencyError, ReasonRAGError
 
 INSTALL_UI = 'pip install "reasonrag[serve]"'
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-MAX_QUESTION_CHARS = 2000
 
 
 class Ask(BaseModel):
