@@ -100,6 +100,7 @@ def test_training_on_cached_trunk_states_resumes_to_the_same_weights(tiny, tmp_p
     resumed = CrossEncoderPRM.load(tmp_path / "resumed").trainable_state()
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert len(list(tmp_path.glob("trunk-train-*.pt"))) == 1  # the rerun read the killed run's trunk states
 
 
 def test_cached_trunk_states_score_as_the_whole_model_does(tiny):

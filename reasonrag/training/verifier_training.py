@@ -30,6 +30,7 @@ from reasonrag.data.corpus import Corpus
 from reasonrag.data.types import STAGES, Passage, Question
 from reasonrag.prm.cross_encoder import CrossEncoderPRM, CrossEncoderPRMConfig, step_pair, step_prob
 from reasonrag.prm.evaluation import auroc, gold_step_labels
+from reasonrag.training.verifier_ranking import grouped_batches, listwise_loss, sibling_choice, sibling_groups
 
 
 @dataclass
@@ -48,6 +49,8 @@ class VerifierTrainingConfig:
     limit: int | None = None  # training questions per source, for quick runs
     dev_limit: int = 100  # dev questions per corpus
     checkpoint_every: int = 200  # batches between checkpoints
+    # Weight of the listwise sibling loss beside the step BCE; with it, batches hold whole sibling groups.
+    listwise: float = 1.0
 
 
 def extra_questions(path: str | Path, limit: int | None = None) -> list[tuple[Question, list[Passage]]]:
@@ -244,14 +247,32 @@ def _group(e: dict) -> str:
     return "continue" if e.get("kind") == "continue" else e["stage"]
 
 
-def cache_states(prm: CrossEncoderPRM, examples: list[dict], desc: str) -> list[torch.Tensor]:
-    """The frozen trunk's states of every example, computed once (see `CrossEncoderPRM.trunk_states`)."""
+def cache_states(
+    prm: CrossEncoderPRM, examples: list[dict], desc: str, path: Path | None = None
+) -> list[torch.Tensor]:
+    """The frozen trunk's states of every example, computed once (see `CrossEncoderPRM.trunk_states`).
+
+    With `path`, they are kept there and read back by a later run on the same pairs and model settings
+    (the file names a hash of both), so a rerun or a second recipe skips the trunk."""
+    import hashlib
+
     from tqdm import tqdm
 
+    pairs = [_pair(e, prm) for e in examples]
+    if path is not None:
+        digest = hashlib.sha256(json.dumps([asdict(prm.config), pairs]).encode()).hexdigest()[:16]
+        path = path.with_name(f"{path.name}-{digest}.pt")
+        if path.is_file():
+            saved = torch.load(path, weights_only=True)
+            return list(torch.split(saved["states"], saved["lengths"]))
     prm.eval()
     out: list[torch.Tensor] = []
-    for i in tqdm(range(0, len(examples), 64), desc=desc, unit="batch", file=sys.stderr):
-        out.extend(prm.trunk_states([_pair(e, prm) for e in examples[i : i + 64]]))
+    for i in tqdm(range(0, len(pairs), 64), desc=desc, unit="batch", file=sys.stderr):
+        out.extend(prm.trunk_states(pairs[i : i + 64]))
+    if path is not None and out:
+        tmp = path.with_suffix(".partial")
+        torch.save({"states": torch.cat(out), "lengths": [int(s.shape[0]) for s in out]}, tmp)
+        tmp.replace(path)
     return out
 
 
@@ -273,33 +294,6 @@ def auroc_by_group(scores: Sequence[float], examples: Sequence[dict]) -> dict[st
         pairs = [(s, e["label"]) for s, e in zip(scores, examples) if _group(e) == group]
         a = auroc([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
         out[group] = None if a is None else round(a, 4)
-    return out
-
-
-def sibling_choice(scores: Sequence[float], examples: Sequence[dict]) -> dict[str, dict[str, Any]]:
-    """Top-1 accuracy among the sibling candidates of each state of the agent's paths (examples with a
-    `question_id`), per stage: of the states with a right candidate, how often the highest score picks a
-    right one, beside the policy's own pick (the most probable) on the same states."""
-    states: dict[tuple, list[tuple[float, float, int]]] = {}
-    for score, e in zip(scores, examples):
-        if "question_id" not in e or e.get("kind") == "continue":
-            continue
-        key = (e["question_id"], e["stage"], json.dumps(e["steps"][:-1], sort_keys=True))
-        states.setdefault(key, []).append((score, _prob(e), e["label"]))
-    out: dict[str, dict[str, Any]] = {}
-    for stage in STAGES:
-        groups = [
-            g for (_, st, _), g in states.items() if st == stage and len(g) > 1 and any(x[2] for x in g)
-        ]
-        if not groups:
-            continue
-        by_score = [max(g, key=lambda x: x[0])[2] for g in groups]
-        by_prob = [max(g, key=lambda x: x[1])[2] for g in groups]
-        out[stage] = {
-            "states": len(groups),
-            "verifier": round(100 * sum(by_score) / len(groups), 1),
-            "policy": round(100 * sum(by_prob) / len(groups), 1),
-        }
     return out
 
 
@@ -325,7 +319,9 @@ def train_verifier(
     manifest: dict | None = None,
     checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Step-level BCE on the last step of each example; the epoch with the best mean dev AUROC is saved.
+    """Step-level BCE on the last step of each example, plus `config.listwise` times the listwise sibling
+    loss (`verifier_ranking`); the epoch with the best `dev_choice` (mean dev AUROC, averaged with the
+    mean sibling top-1 where the first dev set has sibling groups) is saved.
 
     `dev` maps a name to its examples; the first one chooses the epoch (the agent's own paths when
     there are any). The frozen trunk's states are computed once; only the top layers run per batch. With
@@ -342,7 +338,11 @@ def train_verifier(
     opt = torch.optim.AdamW(
         [{"params": layers, "lr": config.lr}, {"params": head, "lr": config.head_lr}], weight_decay=0.01
     )
+    groups = sibling_groups(train)
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
     batches = -(-len(train) // config.batch_size)
+    if config.listwise > 0:  # whole groups leave batches part-empty: as many as epoch 1 has
+        batches = len(grouped_batches(groups, config.batch_size, f"{config.seed}|epoch 1"))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / 50) * max(0.0, 1 - i / max(1, batches * config.epochs))
     )
@@ -351,30 +351,42 @@ def train_verifier(
     if ckpt is not None and (ckpt / "position.json").is_file():
         position = _load_checkpoint(ckpt, prm, opt, sched)
         print(f"resuming at epoch {position['epoch']}, batch {position['batch']}", file=sys.stderr)
-    train_states = cache_states(prm, train, "trunk states, train")
-    dev_states = {name: cache_states(prm, ex, f"trunk states, {name}") for name, ex in dev.items()}
+    cache = None if ckpt is None else ckpt.parent / "trunk"
+    train_states = cache_states(prm, train, "trunk states, train", cache and cache.with_name("trunk-train"))
+    dev_states = {
+        name: cache_states(prm, ex, f"trunk states, {name}", cache and cache.with_name(f"trunk-dev-{name}"))
+        for name, ex in dev.items()
+    }
     t0 = time.time() - position["seconds"]
     for epoch in range(position["epoch"], config.epochs + 1):
-        order = list(range(len(train)))
-        random.Random(f"{config.seed}|epoch {epoch}").shuffle(order)
+        seed = f"{config.seed}|epoch {epoch}"
+        if config.listwise > 0:
+            order_batches = grouped_batches(groups, config.batch_size, seed)
+        else:
+            order = list(range(len(train)))
+            random.Random(seed).shuffle(order)
+            order_batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         prm.train()
         first = position["batch"] if epoch == position["epoch"] else 0
-        bar = tqdm(range(first, batches), desc=f"epoch {epoch}", unit="batch", file=sys.stderr)
+        bar = tqdm(range(first, len(order_batches)), desc=f"epoch {epoch}", unit="batch", file=sys.stderr)
         for b in bar:
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            idx = order_batches[b]
             logits = prm.top_logits(
                 [train_states[i] for i in idx],
                 [train[i]["stage"] for i in idx],
                 [_prob(train[i]) for i in idx],
             )
-            target = torch.tensor([float(train[i]["label"]) for i in idx])
+            labels = [train[i]["label"] for i in idx]
+            target = torch.tensor([float(x) for x in labels])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+            if config.listwise > 0:
+                loss = loss + config.listwise * listwise_loss(logits, labels, [group_of[i] for i in idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if ckpt is not None and (b + 1) % config.checkpoint_every == 0 and b + 1 < batches:
+            if ckpt is not None and (b + 1) % config.checkpoint_every == 0 and b + 1 < len(order_batches):
                 position.update(epoch=epoch, batch=b + 1, seconds=time.time() - t0)
                 _save_checkpoint(ckpt, prm, opt, sched, position)
         record: dict[str, Any] = {"epoch": epoch}
@@ -383,12 +395,18 @@ def train_verifier(
             record[f"dev_auroc_{name}"] = auroc_by_group(scores, ex)
             if any("question_id" in e for e in ex):
                 record[f"dev_sibling_top1_{name}"] = sibling_choice(scores, ex)
-        chooser = record[f"dev_auroc_{next(iter(dev))}"]
-        record["dev_mean_auroc"] = round(_mean(chooser), 4)
+        first_dev = next(iter(dev))
+        record["dev_mean_auroc"] = round(_mean(record[f"dev_auroc_{first_dev}"]), 4)
+        # The epoch is chosen by what a critic needs as much as by AUROC: the mean of the two where the
+        # first dev set has sibling groups.
+        top1 = [v["verifier"] / 100 for v in record.get(f"dev_sibling_top1_{first_dev}", {}).values()]
+        record["dev_choice"] = round(
+            (record["dev_mean_auroc"] + sum(top1) / len(top1)) / 2 if top1 else record["dev_mean_auroc"], 4
+        )
         position["history"].append(record)
         print(json.dumps(record), file=sys.stderr)
-        if record["dev_mean_auroc"] > position["best"]:
-            position["best"] = record["dev_mean_auroc"]
+        if record["dev_choice"] > position["best"]:
+            position["best"] = record["dev_choice"]
             prm.save(
                 out,
                 {
@@ -476,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-5)
     ap.add_argument(
+        "--listwise",
+        type=float,
+        default=VerifierTrainingConfig.listwise,
+        help="weight of the listwise loss over each state's sibling candidates beside the step BCE; "
+        f"0 trains on the BCE alone in shuffled batches (default: {VerifierTrainingConfig.listwise})",
+    )
+    ap.add_argument(
         "--max-examples", type=int, default=None, help="train on a seeded sample of this many steps"
     )
     ap.add_argument("--seed", type=int, default=0)
@@ -498,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         lr=args.lr,
+        listwise=args.listwise,
     )
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -556,9 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m reasonrag.training.verifier_training " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    result = train_verifier(
-        prm, train, dev, args.out, config, {"command": command}, checkpoint=work / "checkpoint"
-    )
+    import hashlib
+
+    recipe = json.dumps([asdict(config), asdict(prm.config), len(train)], sort_keys=True)
+    checkpoint = work / f"checkpoint-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"  # one per recipe
+    result = train_verifier(prm, train, dev, args.out, config, {"command": command}, checkpoint=checkpoint)
     print(json.dumps(result))
     return 0
 
