@@ -18,7 +18,13 @@ def _step(stage: str, action: str, prob: float = 0.5) -> dict:
 
 
 def _example(qid: str, prefix: list[dict], step: dict, label: int) -> dict:
-    return {"question": "q?", "question_id": qid, "steps": prefix + [step], "label": label, "stage": step["stage"]}
+    return {
+        "question": "q?",
+        "question_id": qid,
+        "steps": prefix + [step],
+        "label": label,
+        "stage": step["stage"],
+    }
 
 
 def test_siblings_are_the_candidates_of_one_state_and_another_hop_stands_apart():

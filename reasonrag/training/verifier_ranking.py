@@ -82,7 +82,9 @@ def sibling_choice(scores: Sequence[float], examples: Sequence[dict]) -> dict[st
         states.setdefault(state_key(e), []).append((score, step_prob(e["steps"][-1]), e["label"]))
     out: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
-        groups = [g for (_, st, _), g in states.items() if st == stage and len(g) > 1 and any(x[2] for x in g)]
+        groups = [
+            g for (_, st, _), g in states.items() if st == stage and len(g) > 1 and any(x[2] for x in g)
+        ]
         if not groups:
             continue
         by_score = [max(g, key=lambda x: x[0])[2] for g in groups]

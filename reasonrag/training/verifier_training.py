@@ -365,7 +365,9 @@ def train_verifier(
         else:
             order = list(range(len(train)))
             random.Random(seed).shuffle(order)
-            order_batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+            order_batches = [
+                order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
+            ]
         prm.train()
         first = position["batch"] if epoch == position["epoch"] else 0
         bar = tqdm(range(first, len(order_batches)), desc=f"epoch {epoch}", unit="batch", file=sys.stderr)
