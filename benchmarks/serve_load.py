@@ -6,8 +6,9 @@
 For each mode the real command runs in its own process (`reasonrag serve`, then `reasonrag serve
 --no-batch`) and `--clients` asyncio clients in this process each send `--requests` requests one after the
 other (`POST /retrieve`, one question each, topk 5). Reported per mode: requests sent, answered, errors
-and lost (sent with no answer), throughput, and p50 / p99 latency. Both modes must return the same
-documents for the same query (checked on the first 50 questions). Clients and server share the machine's
+and lost (sent with no answer), throughput, p50 / p99 latency, and the CPU time per request of the
+server process and of the clients (the server's alone is its cost with the clients on other machines).
+Both modes must return the same documents for the same query (checked on the first 50 questions). Clients and server share the machine's
 cores, as they would on one laptop: run it alone (through ../shared/bin/heavy).
 """
 
@@ -88,6 +89,12 @@ async def load(url: str, queries: list[str], clients: int, requests: int) -> dic
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and all its threads so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def documents(url: str, queries: list[str]) -> list[list[str]]:
     out = []
     for q in queries:
@@ -124,7 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             docs[mode] = documents(url, queries[:50])
             result[f"load_before_{mode}"] = round(os.getloadavg()[0], 2)
+            server0, client0 = cpu_seconds(proc.pid), time.process_time()
             result[mode] = asyncio.run(load(url, queries, args.clients, args.requests))
+            # The clients share the cores with the server here: the server's own CPU per request is
+            # its cost with the clients elsewhere, and bounds its throughput there.
+            n = max(1, result[mode]["answered"])
+            server_ms = 1000 * (cpu_seconds(proc.pid) - server0) / n
+            result[mode]["server_cpu_ms_per_request"] = round(server_ms, 2)
+            result[mode]["client_cpu_ms_per_request"] = round(1000 * (time.process_time() - client0) / n, 2)
+            result[mode]["server_capacity_requests_per_second"] = round(
+                1000 * (os.cpu_count() or 1) / max(server_ms, 1e-6), 1
+            )
             print(mode, json.dumps(result[mode]), file=sys.stderr)
         finally:
             proc.terminate()
@@ -132,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     result["same_documents"] = docs["batched"] == docs["unbatched"]
     result["speedup"] = round(
         result["batched"]["requests_per_second"] / result["unbatched"]["requests_per_second"], 2
+    )
+    result["speedup_server_cpu"] = round(
+        result["unbatched"]["server_cpu_ms_per_request"] / result["batched"]["server_cpu_ms_per_request"], 2
     )
     print(json.dumps(result, indent=2))
     if args.out:
