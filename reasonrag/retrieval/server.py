@@ -159,6 +159,17 @@ def make_app(retriever: Any, *, name: str = "", batch: bool = True) -> Any:
     corpus = getattr(retriever, "corpus", None)
     checksum = corpus.checksum() if corpus is not None else None
 
+    cached: dict[str, str] = {}
+
+    def document_json(passage: Passage) -> str:
+        """`json.dumps(passage_document(passage))`, kept per passage (at most 200,000 of them)."""
+        text = cached.get(passage.id)
+        if text is None:
+            text = json.dumps(passage_document(passage), ensure_ascii=False)
+            if len(cached) < 200_000:
+                cached[passage.id] = text
+        return text
+
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": message})
 
@@ -206,14 +217,19 @@ def make_app(retriever: Any, *, name: str = "", batch: bool = True) -> Any:
                     results = retriever.search_batch(request.queries, k=k)
         except ReasonRAGError as exc:
             return error(400, f"[{exc.code}] {exc}")
-        out = []
+        # JSON written directly from each passage's cached JSON text: FastAPI's generic encoder walks
+        # every document field by field, and the same passages are sent again and again.
+        rows = []
         for hits in results:
             if request.return_scores:
-                out.append([{"document": passage_document(h.passage), "score": h.score} for h in hits])
+                docs = [
+                    f'{{"document": {document_json(h.passage)}, "score": {json.dumps(h.score)}}}'
+                    for h in hits
+                ]
             else:
-                out.append([passage_document(h.passage) for h in hits])
-        # JSON written directly: FastAPI's generic encoder walks every document field by field
-        return Response(json.dumps({"result": out}, ensure_ascii=False), media_type="application/json")
+                docs = [document_json(h.passage) for h in hits]
+            rows.append("[" + ", ".join(docs) + "]")
+        return Response('{"result": [' + ", ".join(rows) + "]}", media_type="application/json")
 
     return app
 
