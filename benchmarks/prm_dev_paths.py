@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             "prm": directory,
             "steps": len(examples),
             "auroc": auroc_by_group(scores, examples),
-            "sibling_top1": sibling_choice(scores, examples),
+            "sibling_top1": {  # the PRM's pick beside the policy's, per stage
+                stage: {"states": v["states"], "prm": v["verifier"], "policy": v["policy"]}
+                for stage, v in sibling_choice(scores, examples).items()
+            },
             "seconds": round(time.perf_counter() - t0, 1),
         }
         print(json.dumps({name: rows[name]}), flush=True)
