@@ -20,13 +20,17 @@ from reasonrag.data.types import STAGES
 from reasonrag.prm.cross_encoder import step_prob
 
 
+def stage_group(e: dict) -> str:
+    """The stage a labeled step is reported and grouped under: "another hop" apart from the answers it
+    competes with."""
+    return "continue" if e.get("kind") == "continue" else e["stage"]
+
+
 def state_key(e: dict) -> tuple[str, str, str]:
-    """The state a labeled step was a candidate of: its question, its stage (an "another hop" step apart
-    from the answers), and the path before it."""
-    group = "continue" if e.get("kind") == "continue" else e["stage"]
+    """The state a labeled step was a candidate of: its question, its stage group, and the path before it."""
     return (
         str(e.get("question_id") or e["question"]),
-        group,
+        stage_group(e),
         json.dumps(e["steps"][:-1], sort_keys=True),
     )
 

@@ -28,7 +28,13 @@ from reasonrag.data.types import STAGES
 from reasonrag.prm.cross_encoder import CrossEncoderPRM, CrossEncoderPRMConfig, step_pair, step_prob
 from reasonrag.prm.evaluation import auroc
 from reasonrag.training.verifier_pool import build_examples, corpus_questions, extra_questions
-from reasonrag.training.verifier_ranking import grouped_batches, listwise_loss, sibling_choice, sibling_groups
+from reasonrag.training.verifier_ranking import (
+    grouped_batches,
+    listwise_loss,
+    sibling_choice,
+    sibling_groups,
+    stage_group,
+)
 
 
 @dataclass
@@ -57,11 +63,6 @@ def _pair(e: dict, prm: CrossEncoderPRM) -> tuple[str, str]:
 
 def _prob(e: dict) -> float:
     return step_prob(e["steps"][-1])
-
-
-def _group(e: dict) -> str:
-    """The stage an example is reported under: "Another hop" apart from the answers it competes with."""
-    return "continue" if e.get("kind") == "continue" else e["stage"]
 
 
 def cache_states(
@@ -108,7 +109,7 @@ def auroc_by_group(scores: Sequence[float], examples: Sequence[dict]) -> dict[st
     """AUROC per stage (answers apart from "another hop"), rounded; None where one class is missing."""
     out = {}
     for group in (*STAGES, "continue"):
-        pairs = [(s, e["label"]) for s, e in zip(scores, examples) if _group(e) == group]
+        pairs = [(s, e["label"]) for s, e in zip(scores, examples) if stage_group(e) == group]
         a = auroc([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
         out[group] = None if a is None else round(a, 4)
     return out
@@ -266,8 +267,8 @@ def _load_checkpoint(ckpt: Path, prm: CrossEncoderPRM, opt: Any, sched: Any) -> 
 
 def _counts(name: str, examples: list[dict]) -> str:
     groups = (*STAGES, "continue")
-    n = {g: sum(1 for e in examples if _group(e) == g) for g in groups}
-    pos = {g: sum(e["label"] for e in examples if _group(e) == g) for g in groups}
+    n = {g: sum(1 for e in examples if stage_group(e) == g) for g in groups}
+    pos = {g: sum(e["label"] for e in examples if stage_group(e) == g) for g in groups}
     return f"{name}: {len(examples)} labeled steps {n}, positive {pos}"
 
 
