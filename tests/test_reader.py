@@ -97,18 +97,69 @@ def test_missing_reader_is_a_clear_error(tmp_path):
         Reader(tmp_path)
 
 
+def _extra_file(tmp_path) -> str:
+    """Two HotpotQA-schema records with their own paragraphs, as `--extra` takes them."""
+    from reasonrag.data.corpus import Corpus
+
+    corpus = Corpus.load("hotpotqa")
+    records = []
+    for q in corpus.questions("train")[10:12]:
+        context = [
+            [corpus.by_id(pid).title, list(corpus.by_id(pid).sentences)]
+            for pid in q.metadata["context_passages"]
+        ]
+        facts = [[corpus.by_id(pid).title, i] for pid, i in q.metadata["supporting_facts"]]
+        records.append(
+            {
+                "_id": q.id,
+                "question": q.question,
+                "answer": q.golden_answers[0],
+                "supporting_facts": facts,
+                "context": context,
+            }
+        )
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
 def test_training_round_trip(tmp_path):
     from reasonrag.training.reader_training import main
 
     out = tmp_path / "reader"
-    assert (
-        main(
-            ["--out", str(out), "--limit", "2", "--epochs", "1", "--batch-size", "4", "--corpora", "hotpotqa"]
-        )
-        == 0
-    )
+    args = ["--out", str(out), "--limit", "2", "--epochs", "1", "--batch-size", "4", "--corpora", "hotpotqa"]
+    assert main([*args, "--work", str(tmp_path / "work"), "--extra", _extra_file(tmp_path)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["limit"] == 2 and manifest["dev"][0]["epoch"] == 1
+    assert manifest["config"]["extra"] and manifest["train_windows_per_epoch"] > 8  # 4 questions' windows
     trained = Reader(out)
     (reading,) = trained.read("Where was she born?", [CHUNKS])
     assert set(reading.kind_probs) == {"span", "yes", "no", "insufficient"}
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from reasonrag.training import reader_training as rt
+
+    cfg = rt.ReaderTrainingConfig(corpora=["hotpotqa"], epochs=2, batch_size=4, limit=2, checkpoint_every=1)
+    rt.train_reader(cfg, tmp_path / "whole")
+    real_step, calls = torch.optim.AdamW.step, {"n": 0}
+
+    def dies_after_four(self, *a, **k):  # a kill in the middle of the second epoch (3 + 2 batches)
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dies_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        rt.train_reader(cfg, tmp_path / "resumed", tmp_path / "work")
+    calls["n"] = -100  # the rerun may take its steps
+    manifest = rt.train_reader(cfg, tmp_path / "resumed", tmp_path / "work")
+    assert calls["n"] == -100 + 1  # it took only the step the kill cut off, not the whole run again
+    assert [h["epoch"] for h in manifest["dev"]] == [1, 2]
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

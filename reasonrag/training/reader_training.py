@@ -1,23 +1,28 @@
 """Train the embedded reader on the `train` split of the shipped corpora.
 
-    python -m reasonrag.training.reader_training --out reasonrag/weights/reader
+    python -m reasonrag.training.reader_training --out reasonrag/weights/reader \
+        --extra PATH/hotpotqa/train_extra.json
 
 Each training question yields windows that mimic what the agent shows the reader: a retrieved passage
 alone (first hop), a passage after the evidence of another hop (second hop), all gold evidence with
-distractor sentences (answer), and only part of it (insufficient). Choices are made on `dev`.
+distractor sentences (answer), and only part of it (insufficient). Choices are made on `dev`: the
+epoch with the best mean of dev answer F1 and sentence accuracy is the one saved. Checkpoints under
+`--work` let a killed run resume where it stopped, with the weights an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +57,8 @@ class ReaderTrainingConfig:
     seed: int = 0
     limit: int | None = None  # questions per corpus, for quick runs
     encoder: str | None = None
+    extra: list[str] = field(default_factory=list)  # more training questions, HotpotQA's official schema
+    checkpoint_every: int = 100  # batches between checkpoints
 
 
 @dataclass
@@ -272,16 +279,49 @@ def evaluate_reader(
     }
 
 
+class OwnParagraphs:
+    """The paragraphs that questions from a HotpotQA-schema file bring with them, looked up like a corpus:
+    their negatives come from their own ten paragraphs, as the shipped corpora's do."""
+
+    def __init__(self, pairs: list[tuple[Question, list[Passage]]]) -> None:
+        self.by_title: dict[str, Passage] = {}
+        for _, passages in pairs:
+            for p in passages:
+                self.by_title.setdefault(p.id, p)
+        self.passages = list(self.by_title.values())
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self.by_title
+
+    def by_id(self, pid: str) -> Passage:
+        return self.by_title[pid]
+
+
+def training_sources(cfg: ReaderTrainingConfig, split: str) -> list[tuple[Any, list[Question]]]:
+    """(corpus, questions) for `split`: the shipped corpora, plus the `--extra` files for `train`."""
+    from reasonrag.training.verifier_pool import extra_questions
+
+    sources: list[tuple[Any, list[Question]]] = []
+    for name in cfg.corpora:
+        corpus = Corpus.load(name)
+        sources.append((corpus, corpus.questions(split)[: cfg.limit]))
+    if split == "train":
+        for path in cfg.extra:
+            pairs = extra_questions(path, cfg.limit)
+            questions = [
+                replace(q, metadata={**q.metadata, "context_passages": [p.id for p in ps]}) for q, ps in pairs
+            ]
+            sources.append((OwnParagraphs(pairs), questions))
+    return sources
+
+
 def _examples_for(
-    corpora: list[Corpus], split: str, tokenizer, cfg: ReaderTrainingConfig, rng
+    sources: list[tuple[Any, list[Question]]], tokenizer, cfg: ReaderTrainingConfig, rng: random.Random
 ) -> tuple[list, dict]:
     examples: list[Example] = []
     owner: dict[int, Question] = {}
-    for corpus in corpora:
+    for corpus, questions in sources:
         builder = ExampleBuilder(corpus, tokenizer, cfg.max_length, rng)
-        questions = corpus.questions(split)
-        if cfg.limit:
-            questions = questions[: cfg.limit]
         for q in questions:
             for e in builder.build(q):
                 examples.append(e)
@@ -310,13 +350,23 @@ def save_reader(model: ReaderModel, out_dir: Path, manifest: dict) -> None:
         os.replace(tmp, out_dir)
 
 
-def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
+def dev_choice(metrics: dict) -> float:
+    """What picks the saved epoch: the answer head and the evidence head count alike."""
+    return (metrics["answer_f1"] + metrics["sentence_acc"]) / 2
+
+
+def train_reader(cfg: ReaderTrainingConfig, out_dir: Path, work: Path | None = None) -> dict:
+    """Train and save the best dev epoch into `out_dir`; with `work`, checkpoint every
+    `cfg.checkpoint_every` batches and at each epoch's end, and resume from there on a rerun.
+
+    Each epoch's windows (fresh negatives, orders, distractors) and batch order come from a generator
+    seeded by the seed and the epoch, so a resumed epoch rebuilds the very batches it was cut off in.
+    """
     from tqdm import tqdm
 
     from reasonrag.retrieval.encoder import resolve_encoder
 
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     encoder_path = resolve_encoder(cfg.encoder)
     backbone, tokenizer, hidden = _backbone_from_encoder(encoder_path)
     model = ReaderModel(backbone, hidden)
@@ -326,9 +376,15 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
     for layer in layers[len(layers) - cfg.train_layers :]:
         for p in layer.parameters():
             p.requires_grad = True
-    corpora = [Corpus.load(name) for name in cfg.corpora]
-    dev, dev_owner = _examples_for(corpora, "dev", tokenizer, cfg, random.Random(cfg.seed + 1))
-    train, _ = _examples_for(corpora, "train", tokenizer, cfg, rng)
+    dev, dev_owner = _examples_for(training_sources(cfg, "dev"), tokenizer, cfg, random.Random(cfg.seed + 1))
+    train_sources = training_sources(cfg, "train")
+
+    def epoch_batches(epoch: int) -> tuple[list[list[Example]], int]:
+        rng = random.Random(f"{cfg.seed}|epoch {epoch}")
+        train, _ = _examples_for(train_sources, tokenizer, cfg, rng)
+        return _batches(train, cfg.batch_size, rng), len(train)
+
+    batches, n_train = epoch_batches(1)
     params = [p for p in model.parameters() if p.requires_grad]
     head_params = [
         p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")
@@ -338,20 +394,25 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
         [{"params": body_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.lr * cfg.head_lr_scale}],
         weight_decay=0.01,
     )
-    steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
+    steps = cfg.epochs * len(batches)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps)
     )
-    print(f"reader: {len(train)} train windows, {len(dev)} dev windows, {steps} steps", file=sys.stderr)
-    history = []
-    started = time.time()
+    print(f"reader: {n_train} train windows, {len(dev)} dev windows, {steps} steps", file=sys.stderr)
+    position = {"epoch": 1, "batch": 0, "history": [], "best": -1.0, "seconds": 0.0}
+    ckpt = None if work is None else Path(work) / f"checkpoint-{recipe_hash(cfg)}"
+    if ckpt is not None and (ckpt / "position.json").is_file():
+        position = _load_checkpoint(ckpt, model, optim, sched)
+        print(f"resuming at epoch {position['epoch']}, batch {position['batch']}", file=sys.stderr)
+    started = time.time() - position["seconds"]
     model.train()
-    for epoch in range(cfg.epochs):
-        if epoch:  # fresh negatives, orders and distractors every epoch
-            train, _ = _examples_for(corpora, "train", tokenizer, cfg, rng)
-        batches = _batches(train, cfg.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
-        for chunk in bar:
+    for epoch in range(position["epoch"], cfg.epochs + 1):
+        if epoch > 1:
+            batches, n_train = epoch_batches(epoch)
+        first = position["batch"] if epoch == position["epoch"] else 0
+        bar = tqdm(range(first, len(batches)), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
+        for b in bar:
+            chunk = batches[b]
             out = model(**collate([e.window for e in chunk], tokenizer.pad_token_id))
             loss = _loss(out, chunk)
             loss.backward()
@@ -360,13 +421,56 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path) -> dict:
             sched.step()
             optim.zero_grad()
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if ckpt is not None and (b + 1) % cfg.checkpoint_every == 0 and b + 1 < len(batches):
+                position.update(epoch=epoch, batch=b + 1, seconds=time.time() - started)
+                _save_checkpoint(ckpt, model, optim, sched, position)
         metrics = evaluate_reader(model, dev, dev_owner, tokenizer.pad_token_id)
-        metrics["epoch"] = epoch + 1
-        history.append(metrics)
-        print(f"dev after epoch {epoch + 1}: {metrics}", file=sys.stderr)
-        manifest = _manifest(cfg, history, len(train), started)
-        save_reader(model, out_dir, manifest)  # every epoch: a kill loses at most one
-    return manifest
+        metrics["epoch"] = epoch
+        position["history"].append(metrics)
+        print(f"dev after epoch {epoch}: {metrics}", file=sys.stderr)
+        manifest = _manifest(cfg, position["history"], n_train, started)
+        if dev_choice(metrics) > position["best"]:
+            position["best"] = dev_choice(metrics)
+            save_reader(model, out_dir, manifest)
+        else:  # the better epoch's weights stay; the manifest still records every epoch
+            (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        position.update(epoch=epoch + 1, batch=0, seconds=time.time() - started)
+        if ckpt is not None:
+            _save_checkpoint(ckpt, model, optim, sched, position)
+    return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+
+def recipe_hash(cfg: ReaderTrainingConfig) -> str:
+    """Names a recipe's checkpoint: a changed recipe never resumes another's weights."""
+    recipe = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _save_checkpoint(ckpt: Path, model: ReaderModel, optim: Any, sched: Any, position: dict) -> None:
+    from safetensors.torch import save_file
+
+    from reasonrag.data.files import staged_directory, write_json
+
+    with staged_directory(ckpt) as tmp:
+        save_file(trainable_state(model), str(tmp / "model.safetensors"))
+        state = {
+            "optimizer": optim.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        torch.save(state, tmp / "optimizer.pt")  # the generator too: dropout goes on as if never stopped
+        write_json(tmp / "position.json", position)
+
+
+def _load_checkpoint(ckpt: Path, model: ReaderModel, optim: Any, sched: Any) -> dict:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+    state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    optim.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return json.loads((ckpt / "position.json").read_text())
 
 
 def _manifest(cfg: ReaderTrainingConfig, history: list, train_windows: int, started: float) -> dict:
@@ -402,9 +506,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=defaults.seed)
     ap.add_argument("--limit", type=int, default=None, help="questions per corpus (quick runs)")
     ap.add_argument("--encoder", default=None, help="sentence-transformers name or path of the base encoder")
+    ap.add_argument(
+        "--extra", nargs="*", default=[], help="more training questions (HotpotQA official schema JSON)"
+    )
+    ap.add_argument(
+        "--work",
+        default="runs/reader",
+        help="where checkpoints are kept so that a killed run resumes (default: runs/reader)",
+    )
+    ap.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="batches")
     args = ap.parse_args(argv)
     if args.epochs < 1:
         ap.error("--epochs must be at least 1")
+    for path in args.extra:
+        if not Path(path).is_file():
+            ap.error(f"--extra {path}: no such file")
     cfg = ReaderTrainingConfig(
         corpora=args.corpora,
         epochs=args.epochs,
@@ -416,9 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         limit=args.limit,
         encoder=args.encoder,
+        extra=list(args.extra),
+        checkpoint_every=args.checkpoint_every,
     )
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    manifest = train_reader(cfg, Path(args.out))
+    manifest = train_reader(cfg, Path(args.out), Path(args.work))
     print(json.dumps(manifest["dev"][-1]))
     return 0
 
