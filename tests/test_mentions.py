@@ -1,6 +1,6 @@
 """Bridge-entity guesses for later-hop queries."""
 
-from reasonrag.policies.embedded import mentions
+from reasonrag.policies.bridges import bridge_queries, mentions, relation_words
 
 
 def test_names_stay_inside_sentences_and_skip_the_question():
@@ -21,3 +21,22 @@ def test_non_ascii_names_and_full_names_first():
     )
     assert got[:2] == ["Shirley Temple", "Xawery Żuławski"]
     assert "1945" not in " ".join(got)
+
+
+def test_relation_words_keep_what_is_asked_and_drop_the_names():
+    question = "What government position was held by the woman who portrayed Corliss Archer in the film Kiss and Tell?"
+    assert relation_words(question) == "government position held woman portrayed film"
+
+
+def test_bridge_queries_search_each_new_name_with_the_relation_latest_hop_first():
+    question = "Who is the mother of the director of film Polish Wedding?"
+    evidence = [
+        {"hop": 0, "text": "Polish Wedding is a 1998 film directed by Theresa Connelly."},
+        {"hop": 1, "text": "Theresa Connelly was born in Wayne, Pennsylvania, to Ann Connelly."},
+    ]
+    retrieved = [{"title": "Polish Wedding"}, {"title": "Theresa Connelly"}]
+    queries = bridge_queries(question, evidence, retrieved)
+    # Theresa Connelly's own passage was found already: searching her again would bring strangers.
+    assert queries[:2] == ["Wayne Pennsylvania mother director film", "Ann Connelly mother director film"]
+    assert not any(q.startswith("Theresa Connelly") for q in queries)
+    assert bridge_queries(question, [], retrieved) == []

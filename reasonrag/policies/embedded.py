@@ -10,13 +10,13 @@ synthesize the reader reads the kept evidence and proposes answers (spans, yes, 
 from __future__ import annotations
 
 import math
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from reasonrag.data.rewards import normalize_answer
 from reasonrag.policies.base import ANOTHER_HOP, NOT_ENOUGH, Candidate, normalise
+from reasonrag.policies.bridges import bridge_queries, mentions
 from reasonrag.policies.comparison import either_or_options, missing_options, option_mass, temporal_choice
 from reasonrag.policies.reader import Chunk, Reader, Reading
 
@@ -35,6 +35,10 @@ class EmbeddedPolicyConfig:
     query_evidence_only: float = 0.1
     query_question: float = 0.05
     query_entity: float = 0.15
+    # A query per name the kept evidence gives and the question does not, with the question's relation
+    # words (`bridges.bridge_queries`); this is the prior of the first, the i-th gets it / i (0: off).
+    query_bridges: float = 0.0
+    bridge_names: int = 4
     # Either-or questions ("..., A or B?"): a later hop may search each option by name, together with the
     # question and evidence (0 turns the candidate off). Chosen on dev (tune_dev_query_options.json).
     query_options: float = 0.5
@@ -65,79 +69,6 @@ def evidence_chunks(evidence: list[dict[str, Any]]) -> list[Chunk]:
 
 def _passage_chunk(p: dict[str, Any]) -> Chunk:
     return Chunk(p["title"], tuple(p["sentences"]), p["id"])
-
-
-_WORD = re.compile(r"[^\s,;:()\[\]\"]+")
-_SENTENCE_STARTS = {
-    "the",
-    "he",
-    "she",
-    "it",
-    "they",
-    "his",
-    "her",
-    "its",
-    "their",
-    "in",
-    "on",
-    "at",
-    "a",
-    "an",
-    "this",
-    "that",
-    "these",
-    "after",
-    "before",
-    "during",
-    "as",
-    "from",
-    "by",
-    "with",
-}
-_CONNECTORS = {"of", "the", "and", "de", "von", "van", "du", "la", "le", "del", "da", "di", "&"}
-
-
-def _names(sentence: str) -> list[str]:
-    """Runs of capitalised words (with connectors such as "of" inside); a sentence-opening "The" or "He" is no name."""
-    words = [(m.group(0), m.start()) for m in _WORD.finditer(sentence)]
-    runs: list[list[str]] = []
-    current: list[str] = []
-    for i, (word, _) in enumerate(words):
-        core = word.strip(".'\u2019")
-        capital = bool(core) and core[0].isupper() and (i > 0 or core.lower() not in _SENTENCE_STARTS)
-        if capital:
-            current.append(core)
-        elif current and word.lower() in _CONNECTORS:
-            current.append(word)
-        else:
-            if current:
-                runs.append(current)
-            current = []
-        if word.endswith(".") and len(core) > 2 and current:  # a sentence or clause ends here
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    out = []
-    for run in runs:
-        while run and run[-1].lower() in _CONNECTORS:
-            run = run[:-1]
-        if run:
-            out.append(" ".join(run))
-    return out
-
-
-def mentions(texts: list[str], question: str, limit: int = 3) -> list[str]:
-    """Capitalised names in the sentences `texts` that the question does not name: bridge-entity guesses."""
-    q = question.lower()
-    out: list[str] = []
-    for text in texts:
-        for name in _names(text):
-            if len(name) < 3 or name.lower() in q or name in out:
-                continue
-            out.append(name)
-    # Full names before single words ("Shirley Temple" before "American"), first-found first.
-    return sorted(out, key=lambda name: -min(len(name.split()), 2))[:limit]
 
 
 def _mentioned(option: str, passages: list[dict[str, Any]]) -> bool:
@@ -224,6 +155,9 @@ class EmbeddedPolicy:
             cands.insert(0, cand(cfg.query_options, *options, with_evidence))
         for i, name in enumerate(names):
             cands.append(cand(cfg.query_entity / (i + 1), f"{name} {question}"))
+        if cfg.query_bridges > 0:
+            bridges = bridge_queries(question, evidence, state.get("retrieved", []), cfg.bridge_names)
+            cands += [cand(cfg.query_bridges / (i + 1), q) for i, q in enumerate(bridges)]
         return normalise(cands)
 
     def score_sentences(self, state: dict[str, Any]) -> list[tuple[float, dict[str, Any], int]]:
