@@ -32,11 +32,11 @@ def test_bridge_queries_search_each_new_name_with_the_relation_latest_hop_first(
     question = "Who is the mother of the director of film Polish Wedding?"
     evidence = [
         {"hop": 0, "text": "Polish Wedding is a 1998 film directed by Theresa Connelly."},
-        {"hop": 1, "text": "Theresa Connelly was born in Wayne, Pennsylvania, to Ann Connelly."},
+        {"hop": 1, "text": "Theresa Connelly was born on May 3 in Wayne, Pennsylvania, to Ann Connelly."},
     ]
     retrieved = [{"title": "Polish Wedding"}, {"title": "Theresa Connelly"}]
     queries = bridge_queries(question, evidence, retrieved)
     # Theresa Connelly's own passage was found already: searching her again would bring strangers.
     assert queries[:2] == ["Wayne Pennsylvania mother director film", "Ann Connelly mother director film"]
-    assert not any(q.startswith("Theresa Connelly") for q in queries)
+    assert not any(q.startswith(("Theresa Connelly", "May")) for q in queries)  # found already; a month
     assert bridge_queries(question, [], retrieved) == []

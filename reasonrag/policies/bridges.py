@@ -96,6 +96,15 @@ _FUNCTION_WORDS = set(
 
 
 _PUNCT = "?.,;:!\"'()"
+# A month or a weekday is written with a capital but names no entity worth a search.
+_CALENDAR = set(
+    """january february march april may june july august september october november december monday
+    tuesday wednesday thursday friday saturday sunday""".split()
+)
+
+
+def _calendar(name: str) -> bool:
+    return all(w.lower() in _CALENDAR or w.lower() in _CONNECTORS for w in name.split())
 
 
 def relation_words(question: str) -> str:
@@ -108,7 +117,8 @@ def relation_words(question: str) -> str:
 def bridge_queries(
     question: str, evidence: list[dict[str, Any]], retrieved: list[dict[str, Any]], limit: int = 4
 ) -> list[str]:
-    """One query per name the kept evidence gives and the question does not, latest hop first, each with the
+    """One query per name the kept evidence gives and the question does not (full names first, then the
+    latest hop first), each with the
     question's relation words; a name whose own passage (by exact title) was already retrieved is skipped,
     since a found passage is excluded from later searches and searching it again brings strangers."""
     if not evidence:
@@ -118,7 +128,9 @@ def bridge_queries(
     ordered += [e["text"] for e in evidence if e.get("hop", 0) != latest]
     found = {normalize_answer(p["title"]) for p in retrieved}
     names = [
-        n for n in mentions(ordered, question, limit=limit + len(found)) if normalize_answer(n) not in found
+        n
+        for n in mentions(ordered, question, limit=limit + len(found) + 4)
+        if normalize_answer(n) not in found and not _calendar(n)
     ]
     relation = relation_words(question)
     return [f"{name} {relation}".strip() for name in names[:limit]]
