@@ -118,9 +118,9 @@ def bridge_queries(
     question: str, evidence: list[dict[str, Any]], retrieved: list[dict[str, Any]], limit: int = 4
 ) -> list[str]:
     """One query per name the kept evidence gives and the question does not (full names first, then the
-    latest hop first), each with the
-    question's relation words; a name whose own passage (by exact title) was already retrieved is skipped,
-    since a found passage is excluded from later searches and searching it again brings strangers."""
+    latest hop first), each with the question's relation words; a name whose own passage (by exact title)
+    was already retrieved is skipped, since a found passage is excluded from later searches and searching
+    it again brings strangers."""
     if not evidence:
         return []
     latest = max(e.get("hop", 0) for e in evidence)
