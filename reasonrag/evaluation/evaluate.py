@@ -141,6 +141,10 @@ def summarise_run(records: list[dict[str, Any]], questions: list[Question]) -> d
     by_id = {r["id"]: r for r in records}
     ordered = [by_id[q.id] for q in questions if q.id in by_id]
     summary = summarise(ordered)
+    if any("golden_answers" in r for r in ordered):
+        from reasonrag.evaluation.losses import where_lost
+
+        summary["where_lost"] = where_lost(ordered)
     if any(s.get("score") is not None for r in ordered for s in r["steps"]):
         from reasonrag.prm.evaluation import prm_auroc_of_records, sibling_top1
 
