@@ -128,10 +128,11 @@ def test_training_round_trip(tmp_path):
 
     out = tmp_path / "reader"
     args = ["--out", str(out), "--limit", "2", "--epochs", "1", "--batch-size", "4", "--corpora", "hotpotqa"]
-    assert main([*args, "--work", str(tmp_path / "work"), "--extra", _extra_file(tmp_path)]) == 0
+    extra = ["--extra", _extra_file(tmp_path), "--cloze", "6"]
+    assert main([*args, "--work", str(tmp_path / "work"), *extra]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["limit"] == 2 and manifest["dev"][0]["epoch"] == 1
-    assert manifest["config"]["extra"] and manifest["train_windows_per_epoch"] > 8  # 4 questions' windows
+    assert manifest["config"]["extra"] and manifest["train_windows_per_epoch"] > 8 + 6  # 4 questions, 6 cloze
     trained = Reader(out)
     (reading,) = trained.read("Where was she born?", [CHUNKS])
     assert set(reading.kind_probs) == {"span", "yes", "no", "insufficient"}
@@ -163,3 +164,29 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_cloze_windows_ask_for_a_span_of_the_paragraph():
+    import random
+
+    from transformers import AutoTokenizer
+
+    from reasonrag.data.types import Passage
+    from reasonrag.retrieval.encoder import resolve_encoder
+    from reasonrag.training.reader_cloze import cloze_example
+
+    sentences = (
+        "Ophur was a rock band from the Chicago suburbs.",
+        "The band formed in 1994 in DuPage County.",
+        "It moved to Chicago in 1999.",
+    )
+    passage = Passage("Ophur", "Ophur", " ".join(sentences), sentences)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(None))
+    rng = random.Random(0)
+    for _ in range(20):
+        e = cloze_example(passage, None, tokenizer, 128, rng)
+        answer = e.window.context[e.window.offsets[e.start][0] : e.window.offsets[e.end][1]]
+        question = tokenizer.decode(e.window.input_ids[1 : e.window.first_context_token - 1])
+        assert answer in {"Chicago", "1994", "DuPage County", "1999"}
+        assert answer.lower() not in question  # the question hides the span it asks for
+        assert 1.0 in e.sentence_labels  # the sentence that holds the answer is marked as evidence

@@ -43,7 +43,7 @@ _SENTENCE_STARTS = {
 _CONNECTORS = {"of", "the", "and", "de", "von", "van", "du", "la", "le", "del", "da", "di", "&"}
 
 
-def _names(sentence: str) -> list[str]:
+def name_runs(sentence: str) -> list[str]:
     """Runs of capitalised words (with connectors such as "of" inside); a sentence-opening "The" or "He" is no name."""
     words = [(m.group(0), m.start()) for m in _WORD.finditer(sentence)]
     runs: list[list[str]] = []
@@ -78,7 +78,7 @@ def mentions(texts: list[str], question: str, limit: int = 3) -> list[str]:
     q = question.lower()
     out: list[str] = []
     for text in texts:
-        for name in _names(text):
+        for name in name_runs(text):
             if len(name) < 3 or name.lower() in q or name in out:
                 continue
             out.append(name)
@@ -109,7 +109,7 @@ def _calendar(name: str) -> bool:
 
 def relation_words(question: str) -> str:
     """The question without its names and function words: what it asks of the entity it hides."""
-    named = {w.strip(_PUNCT).lower() for name in _names(question) for w in name.split()}
+    named = {w.strip(_PUNCT).lower() for name in name_runs(question) for w in name.split()}
     words = (w.strip(_PUNCT) for w in question.split())
     return " ".join(w for w in words if w and w.lower() not in _FUNCTION_WORDS and w.lower() not in named)
 

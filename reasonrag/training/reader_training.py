@@ -58,6 +58,9 @@ class ReaderTrainingConfig:
     limit: int | None = None  # questions per corpus, for quick runs
     encoder: str | None = None
     extra: list[str] = field(default_factory=list)  # more training questions, HotpotQA's official schema
+    cloze: int = 0  # self-supervised cloze windows from the training paragraphs, added to every epoch
+    cloze_only: bool = False  # train on the cloze windows alone (pretraining; dev still measures answers)
+    init: str | None = None  # start from this reader's weights (a pretrained one)
     checkpoint_every: int = 100  # batches between checkpoints
 
 
@@ -84,7 +87,7 @@ def _answer_kind(question: Question) -> str:
     return answer if answer in ("yes", "no") else "span"
 
 
-def _find_span(window: Window, answers: list[str], prefer: list[tuple[int, int]]) -> tuple[int, int] | None:
+def find_span(window: Window, answers: list[str], prefer: list[tuple[int, int]]) -> tuple[int, int] | None:
     """Token span of the first answer occurrence, preferring the character ranges in `prefer`."""
     low = window.context.lower()
     hits = []
@@ -139,7 +142,7 @@ class ExampleBuilder:
         if kind in ("span", None) and _answer_kind(question) == "span":
             _, spans = render_context(chunks)
             support = [(a, b) for c, s, a, b in spans if labels_by_chunk[c][s] == 1.0]
-            found = _find_span(w, question.golden_answers, support)
+            found = find_span(w, question.golden_answers, support)
             # Outside answer windows, teach "where the answer is" only when it sits in gold evidence.
             if found is not None and (kind == "span" or _inside(w, found, support)):
                 start, end = found
@@ -315,6 +318,17 @@ def training_sources(cfg: ReaderTrainingConfig, split: str) -> list[tuple[Any, l
     return sources
 
 
+def training_paragraphs(sources: list[tuple[Any, list[Question]]]) -> list[Passage]:
+    """The context paragraphs of the training questions, each once: what cloze windows are made from."""
+    seen: dict[str, Passage] = {}
+    for corpus, questions in sources:
+        for q in questions:
+            for pid in q.metadata.get("context_passages") or []:
+                if pid in corpus and pid not in seen:
+                    seen[pid] = corpus.by_id(pid)
+    return list(seen.values())
+
+
 def _examples_for(
     sources: list[tuple[Any, list[Question]]], tokenizer, cfg: ReaderTrainingConfig, rng: random.Random
 ) -> tuple[list, dict]:
@@ -379,9 +393,19 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path, work: Path | None = N
     dev, dev_owner = _examples_for(training_sources(cfg, "dev"), tokenizer, cfg, random.Random(cfg.seed + 1))
     train_sources = training_sources(cfg, "train")
 
+    paragraphs = training_paragraphs(train_sources) if cfg.cloze else []
+    if cfg.init:
+        from safetensors.torch import load_file
+
+        init = load_file(str(Path(cfg.init) / "model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in init.items()}, strict=False)
+
     def epoch_batches(epoch: int) -> tuple[list[list[Example]], int]:
+        from reasonrag.training.reader_cloze import cloze_examples
+
         rng = random.Random(f"{cfg.seed}|epoch {epoch}")
-        train, _ = _examples_for(train_sources, tokenizer, cfg, rng)
+        train = [] if cfg.cloze_only else _examples_for(train_sources, tokenizer, cfg, rng)[0]
+        train += cloze_examples(paragraphs, cfg.cloze, tokenizer, cfg.max_length, rng) if cfg.cloze else []
         return _batches(train, cfg.batch_size, rng), len(train)
 
     batches, n_train = epoch_batches(1)
@@ -440,9 +464,17 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path, work: Path | None = N
     return json.loads((Path(out_dir) / "manifest.json").read_text())
 
 
+_LATER_OPTIONS = ("cloze", "cloze_only", "init")
+
+
 def recipe_hash(cfg: ReaderTrainingConfig) -> str:
     """Names a recipe's checkpoint: a changed recipe never resumes another's weights."""
-    recipe = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}
+    # Options left at "off" stay out, so that adding an option never orphans an older recipe's checkpoint.
+    recipe = {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k != "checkpoint_every" and not (k in _LATER_OPTIONS and not v)
+    }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -515,12 +547,24 @@ def main(argv: list[str] | None = None) -> int:
         help="where checkpoints are kept so that a killed run resumes (default: runs/reader)",
     )
     ap.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="batches")
+    ap.add_argument(
+        "--cloze",
+        type=int,
+        default=0,
+        help="self-supervised cloze windows per epoch, from training paragraphs",
+    )
+    ap.add_argument("--cloze-only", action="store_true", help="train on cloze windows alone (pretraining)")
+    ap.add_argument("--init", default=None, help="start from this reader directory's weights")
     args = ap.parse_args(argv)
     if args.epochs < 1:
         ap.error("--epochs must be at least 1")
     for path in args.extra:
         if not Path(path).is_file():
             ap.error(f"--extra {path}: no such file")
+    if args.cloze_only and args.cloze < 1:
+        ap.error("--cloze-only needs --cloze N (windows per epoch)")
+    if args.init and not (Path(args.init) / "model.safetensors").is_file():
+        ap.error(f"--init {args.init}: no model.safetensors there")
     cfg = ReaderTrainingConfig(
         corpora=args.corpora,
         epochs=args.epochs,
@@ -534,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         encoder=args.encoder,
         extra=list(args.extra),
         checkpoint_every=args.checkpoint_every,
+        cloze=args.cloze,
+        cloze_only=args.cloze_only,
+        init=args.init,
     )
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     manifest = train_reader(cfg, Path(args.out), Path(args.work))
