@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from reasonrag.data.types import Passage
 from reasonrag.policies.bridges import name_runs
 from reasonrag.policies.reader import KINDS, Chunk, make_window, render_context
-from reasonrag.training.reader_training import Example, find_span
+from reasonrag.training.reader_examples import Example, find_span
 
 _YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
