@@ -190,3 +190,8 @@ def test_cloze_windows_ask_for_a_span_of_the_paragraph():
         assert answer in {"Chicago", "1994", "DuPage County", "1999"}
         assert answer.lower() not in question  # the question hides the span it asks for
         assert 1.0 in e.sentence_labels  # the sentence that holds the answer is marked as evidence
+    long = ("Ophur played in Chicago " + "and then again " * 60 + "in 1999.", "It moved to Chicago in 1999.")
+    passage = Passage("Ophur", "Ophur", " ".join(long), long)
+    for _ in range(10):  # a question that would leave the context no room is not made
+        e = cloze_example(passage, None, tokenizer, 128, rng)
+        assert e is None or e.window.first_context_token < 64

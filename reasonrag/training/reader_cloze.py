@@ -50,6 +50,8 @@ def cloze_example(
     ]
     i, span, wh = rng.choice(recurring) if recurring and rng.random() < 0.7 else rng.choice(choices)
     question = sentences[i].replace(span, wh, 1)
+    if len(question.split()) > max_length // 6:  # a question must leave the context room in the window
+        return None
     kept = [s for j, s in enumerate(sentences) if j != i] if (i, span, wh) in recurring else sentences
     chunks = [Chunk(passage.title, tuple(kept), passage.id)]
     labels = [[1.0 if span in s else 0.0 for s in kept]]
