@@ -189,7 +189,8 @@ def test_cloze_windows_ask_for_a_span_of_the_paragraph():
         question = tokenizer.decode(e.window.input_ids[1 : e.window.first_context_token - 1])
         assert answer in {"Chicago", "1994", "DuPage County", "1999"}
         assert answer.lower() not in question  # the question hides the span it asks for
-        assert 1.0 in e.sentence_labels  # the sentence that holds the answer is marked as evidence
+        # the sentence the answer is read from is the one marked as evidence
+        assert e.sentence_labels[e.window.sentence_of_token[e.start]] == 1.0
     long = ("Ophur played in Chicago " + "and then again " * 60 + "in 1999.", "It moved to Chicago in 1999.")
     passage = Passage("Ophur", "Ophur", " ".join(long), long)
     for _ in range(10):  # a question that would leave the context no room is not made

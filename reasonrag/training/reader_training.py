@@ -41,6 +41,7 @@ from reasonrag.policies.reader import (
     render_context,
     trainable_state,
 )
+from reasonrag.training.checkpoints import load_checkpoint, save_checkpoint
 from reasonrag.training.reader_examples import Example, find_span
 
 
@@ -388,7 +389,7 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path, work: Path | None = N
     position = {"epoch": 1, "batch": 0, "history": [], "best": -1.0, "seconds": 0.0}
     ckpt = None if work is None else Path(work) / f"checkpoint-{recipe_hash(cfg)}"
     if ckpt is not None and (ckpt / "position.json").is_file():
-        position = _load_checkpoint(ckpt, model, optim, sched)
+        position = load_checkpoint(ckpt, model, optim, sched)
         print(f"resuming at epoch {position['epoch']}, batch {position['batch']}", file=sys.stderr)
     started = time.time() - position["seconds"]
     model.train()
@@ -409,7 +410,7 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path, work: Path | None = N
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if ckpt is not None and (b + 1) % cfg.checkpoint_every == 0 and b + 1 < len(batches):
                 position.update(epoch=epoch, batch=b + 1, seconds=time.time() - started)
-                _save_checkpoint(ckpt, model, optim, sched, position)
+                save_checkpoint(ckpt, trainable_state(model), optim, sched, position)
         metrics = evaluate_reader(model, dev, dev_owner, tokenizer.pad_token_id)
         metrics["epoch"] = epoch
         position["history"].append(metrics)
@@ -422,7 +423,7 @@ def train_reader(cfg: ReaderTrainingConfig, out_dir: Path, work: Path | None = N
             (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         position.update(epoch=epoch + 1, batch=0, seconds=time.time() - started)
         if ckpt is not None:
-            _save_checkpoint(ckpt, model, optim, sched, position)
+            save_checkpoint(ckpt, trainable_state(model), optim, sched, position)
     return json.loads((Path(out_dir) / "manifest.json").read_text())
 
 
@@ -438,33 +439,6 @@ def recipe_hash(cfg: ReaderTrainingConfig) -> str:
         if k != "checkpoint_every" and not (k in _LATER_OPTIONS and not v)
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _save_checkpoint(ckpt: Path, model: ReaderModel, optim: Any, sched: Any, position: dict) -> None:
-    from safetensors.torch import save_file
-
-    from reasonrag.data.files import staged_directory, write_json
-
-    with staged_directory(ckpt) as tmp:
-        save_file(trainable_state(model), str(tmp / "model.safetensors"))
-        state = {
-            "optimizer": optim.state_dict(),
-            "scheduler": sched.state_dict(),
-            "rng": torch.get_rng_state(),
-        }
-        torch.save(state, tmp / "optimizer.pt")  # the generator too: dropout goes on as if never stopped
-        write_json(tmp / "position.json", position)
-
-
-def _load_checkpoint(ckpt: Path, model: ReaderModel, optim: Any, sched: Any) -> dict:
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
-    state = torch.load(ckpt / "optimizer.pt", weights_only=True)
-    optim.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return json.loads((ckpt / "position.json").read_text())
 
 
 def _manifest(cfg: ReaderTrainingConfig, history: list, train_windows: int, started: float) -> dict:

@@ -27,6 +27,7 @@ from reasonrag.data.corpus import Corpus
 from reasonrag.data.types import STAGES
 from reasonrag.prm.cross_encoder import CrossEncoderPRM, CrossEncoderPRMConfig, step_pair, step_prob
 from reasonrag.prm.evaluation import auroc
+from reasonrag.training.checkpoints import load_checkpoint, save_checkpoint
 from reasonrag.training.verifier_pool import build_examples, corpus_questions, extra_questions
 from reasonrag.training.verifier_ranking import (
     grouped_batches,
@@ -167,7 +168,7 @@ def train_verifier(
     position = {"epoch": 1, "batch": 0, "history": [], "best": -1.0, "seconds": 0.0}
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and (ckpt / "position.json").is_file():
-        position = _load_checkpoint(ckpt, prm, opt, sched)
+        position = load_checkpoint(ckpt, prm.model, opt, sched)
         print(f"resuming at epoch {position['epoch']}, batch {position['batch']}", file=sys.stderr)
     cache = None if ckpt is None else ckpt.parent / "trunk"
     train_states = cache_states(prm, train, "trunk states, train", cache and cache.with_name("trunk-train"))
@@ -208,7 +209,7 @@ def train_verifier(
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if ckpt is not None and (b + 1) % config.checkpoint_every == 0 and b + 1 < len(order_batches):
                 position.update(epoch=epoch, batch=b + 1, seconds=time.time() - t0)
-                _save_checkpoint(ckpt, prm, opt, sched, position)
+                save_checkpoint(ckpt, prm.trainable_state(), opt, sched, position)
         record: dict[str, Any] = {"epoch": epoch}
         for name, ex in dev.items():
             scores = score_states(prm, dev_states[name], ex)
@@ -238,31 +239,8 @@ def train_verifier(
             )
         position.update(epoch=epoch + 1, batch=0, seconds=time.time() - t0)
         if ckpt is not None:
-            _save_checkpoint(ckpt, prm, opt, sched, position)
+            save_checkpoint(ckpt, prm.trainable_state(), opt, sched, position)
     return {"out": str(out), "history": position["history"], "seconds": round(time.time() - t0, 1)}
-
-
-def _save_checkpoint(ckpt: Path, prm: CrossEncoderPRM, opt: Any, sched: Any, position: dict) -> None:
-    from safetensors.torch import save_file
-
-    from reasonrag.data.files import staged_directory, write_json
-
-    with staged_directory(ckpt) as tmp:
-        save_file(prm.trainable_state(), str(tmp / "model.safetensors"))
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()}
-        torch.save(state, tmp / "optimizer.pt")  # the generator too: dropout goes on as if never stopped
-        write_json(tmp / "position.json", position)
-
-
-def _load_checkpoint(ckpt: Path, prm: CrossEncoderPRM, opt: Any, sched: Any) -> dict:
-    from safetensors.torch import load_file
-
-    prm.model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
-    state = torch.load(ckpt / "optimizer.pt", weights_only=True)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return json.loads((ckpt / "position.json").read_text())
 
 
 def _counts(name: str, examples: list[dict]) -> str:
