@@ -11,7 +11,7 @@ from reasonrag import InputError, build_agent, run_agent
 from reasonrag.agent.best_of_n import select_sample
 from reasonrag.agent.nodes import BacktrackConfig
 from reasonrag.data.corpus import Corpus
-from reasonrag.policies.embedded import EmbeddedPolicy
+from reasonrag.policies.embedded import EmbeddedPolicy, EmbeddedPolicyConfig
 from reasonrag.retrieval.retriever import DenseRetriever
 
 DATA = Path(__file__).parent / "data"
@@ -22,7 +22,9 @@ Q = "Who wrote the novel The Quiet Orchard?"
 def parts(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("REASONRAG_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield DenseRetriever(Corpus.load(str(DATA / "tiny_corpus.jsonl"))), EmbeddedPolicy()
+    # min_hops forces a second hop here: the searches below need more than one answer step to choose in
+    policy = EmbeddedPolicy(config=EmbeddedPolicyConfig(early_answer=0.0))
+    yield DenseRetriever(Corpus.load(str(DATA / "tiny_corpus.jsonl"))), policy
     mp.undo()
 
 
@@ -193,3 +195,16 @@ def test_scored_stopping_with_the_critic_answers_with_the_best_scored_answer(par
     assert {c["text"] for c in state["steps"][-1]["critic"]} >= {wanted}
     with pytest.raises(InputError, match="stop threshold"):
         build_agent(retriever=retriever, policy=policy, scorer=prefers(wanted), stop_threshold=1.5)
+
+
+def test_a_single_hop_question_answered_confidently_at_hop_1_stops_there_by_default(parts):
+    retriever, _ = parts
+    default = EmbeddedPolicy()
+    assert default.config.early_answer > 0, "answering at hop 1 is the default"
+    state = run_agent(build_agent(retriever=retriever, policy=default, max_hops=3, k=3), Q, max_hops=3)
+    assert [s["stage"] for s in state["steps"]] == ["retrieve", "extract", "synthesize"]
+    assert state["status"] == "answered" and "Tomas Varga" in state["answer"]
+    # off, min_hops forces a second hop whatever the reader thinks
+    forced = EmbeddedPolicy(config=EmbeddedPolicyConfig(early_answer=0.0))
+    state = run_agent(build_agent(retriever=retriever, policy=forced, max_hops=3, k=3), Q, max_hops=3)
+    assert state["steps"][2]["observation"] == "another hop"

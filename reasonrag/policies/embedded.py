@@ -29,6 +29,9 @@ class EmbeddedPolicyConfig:
     max_keep: int = 3  # at most this many sentences kept per hop
     continue_bias: float = 0.0  # added to the log-odds of another hop before normalising
     min_hops: int = 2  # hops before an answer may be given (multi-hop questions need at least two)
+    # ... unless the reader's best answer holds at least this share of the answers' probability: then the
+    # reader's own "answer now or hop again" decides, so a question answered at hop 1 stops there (0: off).
+    early_answer: float = 0.8
     # Priors of the later-hop query candidates (the first hop asks the question).
     query_union: float = 0.4  # "question + evidence" together with the first entity the evidence names
     query_with_evidence: float = 0.3
@@ -69,6 +72,12 @@ def evidence_chunks(evidence: list[dict[str, Any]]) -> list[Chunk]:
 
 def _passage_chunk(p: dict[str, Any]) -> Chunk:
     return Chunk(p["title"], tuple(p["sentences"]), p["id"])
+
+
+def _confident(cands: list[Candidate], share: float) -> bool:
+    """The best answer holds at least `share` of the answers' probability (`share` 0: never)."""
+    total = sum(c.prob for c in cands)
+    return share > 0 and total > 0 and max(c.prob for c in cands) / total >= share
 
 
 def _mentioned(option: str, passages: list[dict[str, Any]]) -> bool:
@@ -278,7 +287,7 @@ class EmbeddedPolicy:
         if can_continue:
             odds = kp["insufficient"] / max(1 - kp["insufficient"], 1e-6)
             p_cont = 1 / (1 + 1 / max(odds * math.exp(cfg.continue_bias), 1e-9))
-            if state.get("hop", 0) + 1 < cfg.min_hops:
+            if state.get("hop", 0) + 1 < cfg.min_hops and not _confident(cands, cfg.early_answer):
                 p_cont = max(p_cont, 0.999)
             scale = 1 - p_cont
             cands = [Candidate(c.stage, c.text, c.action, c.prob * scale) for c in cands]
