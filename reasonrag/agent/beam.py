@@ -106,6 +106,9 @@ def beam_search(nodes: AgentSteps, state: dict, width: int, *, expand: int | Non
                 if best_done >= max(_score(b, aggregation) for b in beam):
                     for b in beam:
                         pruned.append((_score(b, aggregation), b))
+                        event = {"event": "beam", **_summary(b, _score(b, aggregation)), "kept": "pruned"}
+                        trace.append(event)
+                        emit_event(event, "beam")
                     break
 
     run([state])

@@ -31,7 +31,7 @@ class EmbeddedPolicyConfig:
     min_hops: int = 2  # hops before an answer may be given (multi-hop questions need at least two)
     # ... unless the reader's best answer holds at least this share of the answers' probability: then the
     # reader's own "answer now or hop again" decides, so a question answered at hop 1 stops there (0: off).
-    early_answer: float = 0.8
+    early_answer: float = 0.7
     # Priors of the later-hop query candidates (the first hop asks the question).
     query_union: float = 0.4  # "question + evidence" together with the first entity the evidence names
     query_with_evidence: float = 0.3
