@@ -169,7 +169,33 @@ def test_console_script_runs_and_explains_itself():
 def test_label_train_prm_then_ask_and_eval_with_the_new_prm(tmp_path, capsys):
     """The PRM loop a user runs from the README, on the tiny corpus."""
     labels = tmp_path / "labels.jsonl"
-    common = ["--corpus", CORPUS, "--questions", QUESTIONS, "--split", "dev", "-k", "3", "--max-hops", "2"]
+    # the two dev questions, and one whose gold answer the corpus does not hold: whatever the reader, some
+    # steps then fail and the labels hold both classes, so the dev labels can choose an epoch
+    questions = tmp_path / "questions.jsonl"
+    unanswerable = {
+        "id": "q5",
+        "question": "Which studio produced the film Harbor Lights?",
+        "golden_answers": ["Kestrel Pictures"],
+        "split": "dev",
+        "metadata": {
+            "gold_passages": ["Harbor Lights (film)"],
+            "supporting_facts": [["Harbor Lights (film)", 0]],
+        },
+    }
+    lines = Path(QUESTIONS).read_text().splitlines()
+    questions.write_text("\n".join([*lines, json.dumps(unanswerable)]) + "\n")
+    common = [
+        "--corpus",
+        CORPUS,
+        "--questions",
+        str(questions),
+        "--split",
+        "dev",
+        "-k",
+        "3",
+        "--max-hops",
+        "2",
+    ]
     argv = [
         "label",
         *common,
@@ -184,12 +210,12 @@ def test_label_train_prm_then_ask_and_eval_with_the_new_prm(tmp_path, capsys):
     ]
     assert main(argv) == 0
     summary = last_json(capsys.readouterr().out)
-    assert summary["questions_new"] == 2 and summary["labeled_steps_new"] > 0
+    assert summary["questions_new"] == 3 and summary["labeled_steps_new"] > 0
     assert summary["rollouts"] <= summary["rollouts_without_prefix_sharing"]
     assert summary["by_steps"]
     assert main(argv) == 0  # a rerun resumes: nothing new, nothing duplicated
     again = last_json(capsys.readouterr().out)
-    assert again["questions_new"] == 0 and again["questions_resumed"] == 2
+    assert again["questions_new"] == 0 and again["questions_resumed"] == 3
     prm_dir = tmp_path / "prm"
     assert (
         main(
@@ -231,7 +257,16 @@ def test_label_train_prm_then_ask_and_eval_with_the_new_prm(tmp_path, capsys):
     assert all(0.0 <= s["score"] <= 1.0 for s in steps)
     assert main(["eval", *common, "--prm", str(prm_dir), "--json", "--no-progress"]) == 0
     assert set(last_json(capsys.readouterr().out)["prm_auroc"]) <= {"retrieve", "extract", "synthesize"}
-    argv = ["eval-prm", "--labels", str(labels), "--prm", str(prm_dir), "--questions", QUESTIONS, "--json"]
+    argv = [
+        "eval-prm",
+        "--labels",
+        str(labels),
+        "--prm",
+        str(prm_dir),
+        "--questions",
+        str(questions),
+        "--json",
+    ]
     assert main(argv) == 0
     report = last_json(capsys.readouterr().out)
     assert {"vs_mc", "vs_gold", "mc_vs_gold"} <= set(report)
