@@ -73,6 +73,11 @@ def beam_search(nodes: AgentSteps, state: dict, width: int, *, expand: int | Non
     trace: list[dict] = []
     counts = {"nodes": 0, "prm_calls": 0, "backtracks": 0}
 
+    def record(child: dict, score: float, kept: str) -> None:
+        event = {"event": "beam", **_summary(child, score), "kept": kept}
+        trace.append(event)
+        emit_event(event, "beam")
+
     def run(beam: list[dict]) -> None:
         while beam:
             children: list[tuple[float, dict]] = []
@@ -89,26 +94,21 @@ def beam_search(nodes: AgentSteps, state: dict, width: int, *, expand: int | Non
             children.sort(key=lambda c: -c[0])
             beam = []
             for score, child in children:
-                event = {"event": "beam", **_summary(child, score)}
                 if next_node(child) is None:
                     finished.append((score, child))
-                    event["kept"] = "finished"
+                    record(child, score, "finished")
                 elif len(beam) < width:
                     beam.append(child)
-                    event["kept"] = "beam"
+                    record(child, score, "beam")
                 else:
                     pruned.append((score, child))
-                    event["kept"] = "pruned"
-                trace.append(event)
-                emit_event(event, "beam")
+                    record(child, score, "pruned")
             best_done = max((s for s, _ in finished), default=None)
             if aggregation == "min" and best_done is not None and beam:
                 if best_done >= max(_score(b, aggregation) for b in beam):
                     for b in beam:
                         pruned.append((_score(b, aggregation), b))
-                        event = {"event": "beam", **_summary(b, _score(b, aggregation)), "kept": "pruned"}
-                        trace.append(event)
-                        emit_event(event, "beam")
+                        record(b, pruned[-1][0], "pruned")
                     break
 
     run([state])
