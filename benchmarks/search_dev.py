@@ -6,7 +6,8 @@ backtracking, best-of-N; choose on `dev`, then run `test` once with the choice.
         --out benchmarks/results/search_dev.json --predictions-dir runs/search_dev
 
 A setting is NAME:KEY=VALUE,... with KEY one of critic, critic_stages (a '+'-joined list), beam, best_of,
-select, stop_threshold, backtrack (the threshold; off when absent), max_hops, k, or policy.FIELD for an
+select, stop_threshold, backtrack (the threshold; off when absent), max_hops, k, lexical (BM25's share of
+the retrieval score; default: the retriever's), or policy.FIELD for an
 EmbeddedPolicyConfig field. Every setting runs over the same questions of every corpus; with
 --predictions-dir each run appends its records as it goes and a rerun resumes (the summary is computed
 from the file). Reported per setting and corpus: EM, F1, recalls, hops, seconds, nodes and PRM calls per
@@ -39,7 +40,7 @@ def parse_setting(text: str) -> tuple[str, dict, list[str]]:
             agent[key] = tuple(value.split("+"))
         elif key in ("critic", "beam", "best_of", "max_hops", "k"):
             agent[key] = int(value)
-        elif key in ("stop_threshold", "backtrack"):
+        elif key in ("stop_threshold", "backtrack", "lexical"):
             agent[key] = float(value)
         elif key == "select":
             agent[key] = value
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from reasonrag.policies.embedded import EmbeddedPolicy
     from reasonrag.policies.reader import Reader
     from reasonrag.prm.loading import load_prm
-    from reasonrag.retrieval.retriever import DenseRetriever
+    from reasonrag.retrieval.retriever import DEFAULT_LEXICAL_WEIGHT, DenseRetriever
 
     quiet_libraries()
     reader = Reader(args.reader)
@@ -81,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         policy = EmbeddedPolicy(reader, policy_config(policy_options))
         max_hops, k = agent.pop("max_hops", 3), agent.pop("k", 5)
         threshold = agent.pop("backtrack", None)
+        lexical = agent.pop("lexical", DEFAULT_LEXICAL_WEIGHT)
         backtrack = BacktrackConfig(threshold=threshold) if threshold is not None else None
         sample = agent.get("best_of", 1) > 1
         row: dict = {"setting": name, "spec": text, "load_at_start": round(os.getloadavg()[0], 2)}
         for corpus in corpora:
             questions = corpus.questions(args.split)[: args.limit]
+            retrievers[corpus.name].lexical_weight = lexical
             graph = build_agent(
                 retriever=retrievers[corpus.name],
                 policy=policy,

@@ -43,6 +43,20 @@ def quiet_libraries() -> None:
         pass
 
 
+def add_lexical_option(g: Any) -> None:
+    """--lexical-weight, for every command that searches a local index (the agent's, `serve`)."""
+    from reasonrag.retrieval.lexical import DEFAULT_LEXICAL_WEIGHT
+
+    g.add_argument(
+        "--lexical-weight",
+        type=float_in(0.0, 1.0),
+        default=DEFAULT_LEXICAL_WEIGHT,
+        metavar="W",
+        help="BM25's share of the retrieval score, fused with the dense cosine (0: dense only; default: "
+        f"{DEFAULT_LEXICAL_WEIGHT}, chosen on dev; with --retriever-url the server's setting holds)",
+    )
+
+
 def add_agent_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("agent")
     g.add_argument(
@@ -63,6 +77,7 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
         help="search the index a `reasonrag serve` (or Search-R1 retrieval server) holds at URL instead "
         "of loading one here",
     )
+    add_lexical_option(g)
     g.add_argument("--reader", default=None, help="directory of a trained reader (default: the shipped one)")
     g.add_argument(
         "--max-hops",
@@ -346,7 +361,7 @@ def make_retriever(args: argparse.Namespace, corpus):
         return remote
     from reasonrag.retrieval.retriever import DenseRetriever
 
-    return DenseRetriever(corpus, args.encoder)
+    return DenseRetriever(corpus, args.encoder, lexical_weight=args.lexical_weight)
 
 
 def make_policy(args: argparse.Namespace):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from reasonrag.cli.options import DEFAULT_CORPUS
+from reasonrag.cli.options import DEFAULT_CORPUS, add_lexical_option
 from reasonrag.errors import InputError, MissingDependencyError
 
 
@@ -30,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     sock = listen(args.host, args.port)  # a taken port is a one-line error before the index loads
     corpus = Corpus.load(args.corpus)
-    retriever = DenseRetriever(corpus, args.encoder, k=args.k)
+    retriever = DenseRetriever(corpus, args.encoder, k=args.k, lexical_weight=args.lexical_weight)
     host, port = sock.getsockname()[:2]  # the port the system chose for --port 0
     print(
         f"reasonrag: serving {corpus.name} ({len(corpus.passages)} passages, {retriever.index.kind} index) "
@@ -56,6 +56,7 @@ def add_parser(sub: Any) -> None:
         "--corpus", default=DEFAULT_CORPUS, help="shipped corpus name or path to a FlashRAG JSONL corpus"
     )
     p.add_argument("--encoder", default=None, help="sentence-transformers name or path")
+    add_lexical_option(p)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)"
     )

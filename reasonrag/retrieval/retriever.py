@@ -25,6 +25,7 @@ from reasonrag.data.types import Hit, Passage
 from reasonrag.errors import InputError, InvalidIndexError
 from reasonrag.retrieval.encoder import encode, encoder_fingerprint, load_encoder
 from reasonrag.retrieval.index import DenseIndex, open_index
+from reasonrag.retrieval.lexical import DEFAULT_LEXICAL_WEIGHT, FUSION_CANDIDATES, LazyLexicalIndex, fuse
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -73,7 +74,9 @@ class _PassageList:
 
 
 class DenseRetriever:
-    """Top-k passages of a corpus for a query, by cosine similarity of sentence embeddings.
+    """Top-k passages of a corpus for a query, by cosine similarity of sentence embeddings, fused with BM25.
+
+    `lexical_weight` is BM25's share of the score (`reasonrag.retrieval.lexical`; 0: dense only).
 
     `index` defaults to `open_index(corpus, encoder_name, rebuild=rebuild)`: the shipped index when valid,
     else a cached one, else a fresh build. `.encoder` is the loaded SentenceTransformer, shared with any
@@ -89,10 +92,15 @@ class DenseRetriever:
         k: int = 5,
         rebuild: str = "auto",
         show_progress: bool = True,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     ) -> None:
         self.corpus = corpus
         self.passages: list[Passage] = list(corpus.passages)
         self.k = _check_k(k)
+        if not 0.0 <= lexical_weight <= 1.0:
+            raise InputError(f"lexical_weight must be between 0 and 1, not {lexical_weight!r}")
+        self.lexical_weight = float(lexical_weight)
+        self.lexical = LazyLexicalIndex(lambda: [f"{p.title} {p.text}" for p in self.passages])
         self.encoder_name = encoder_name
         self.encoder: SentenceTransformer = load_encoder(encoder_name)
         if index is None:
@@ -116,6 +124,7 @@ class DenseRetriever:
         k: int = 5,
         name: str = "in-memory",
         show_progress: bool = False,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         **build_options: Any,
     ) -> DenseRetriever:
         """A retriever over passages held in memory; the index is built now and not saved."""
@@ -127,11 +136,12 @@ class DenseRetriever:
             show_progress=show_progress,
             **build_options,
         )
-        return cls(corpus, encoder_name, index=index, k=k)
+        return cls(corpus, encoder_name, index=index, k=k, lexical_weight=lexical_weight)
 
     def __repr__(self) -> str:
         return (
-            f"DenseRetriever(corpus={getattr(self.corpus, 'name', '?')!r}, k={self.k}, index={self.index!r})"
+            f"DenseRetriever(corpus={getattr(self.corpus, 'name', '?')!r}, k={self.k}, "
+            f"lexical_weight={self.lexical_weight}, index={self.index!r})"
         )
 
     def encode(self, texts: Sequence[str] | str) -> np.ndarray:
@@ -143,7 +153,7 @@ class DenseRetriever:
 
         Excluded passages do not count against k: k hits come back while the corpus has that many others.
         """
-        return self._search(self.encode([query]), k, set(exclude))[0]
+        return self._search([query], k, set(exclude))[0]
 
     def search_batch(
         self, queries: Sequence[str], k: int | None = None, exclude: Iterable[str] = ()
@@ -153,11 +163,15 @@ class DenseRetriever:
             raise InputError("search_batch takes a list of queries; use search for one")
         if not queries:
             return []
-        return self._search(self.encode(list(queries)), k, set(exclude))
+        return self._search(list(queries), k, set(exclude))
 
-    def _search(self, vectors: np.ndarray, k: int | None, exclude: set[str]) -> list[list[Hit]]:
+    def _search(self, queries: list[str], k: int | None, exclude: set[str]) -> list[list[Hit]]:
         k = _check_k(self.k if k is None else k)
-        scores, rows = self.index.search(vectors, k + len(exclude))
+        vectors = self.encode(queries)
+        if self.lexical_weight > 0:
+            scores, rows = self._fused(queries, vectors, k + len(exclude))
+        else:
+            scores, rows = self.index.search(vectors, k + len(exclude))
         results = []
         for row_scores, row_ids in zip(scores, rows, strict=True):
             hits = []
@@ -172,6 +186,22 @@ class DenseRetriever:
                     break
             results.append(hits)
         return results
+
+    def _fused(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best k of the union of the dense and the BM25 top lists, by the fused score; best first."""
+        n = min(max(FUSION_CANDIDATES, k), len(self.passages))
+        _, dense_rows = self.index.search(vectors, n)
+        lexical = self.lexical.get().scores(queries)
+        out_scores = np.full((len(queries), min(k, len(self.passages))), -np.inf, dtype=np.float32)
+        out_rows = np.full(out_scores.shape, -1, dtype=np.int64)
+        for i, vector in enumerate(vectors):
+            lex_rows = np.argpartition(-lexical[i], n - 1)[:n] if n < len(self.passages) else np.arange(n)
+            cand = np.union1d(dense_rows[i][dense_rows[i] >= 0], lex_rows)
+            cosine = self.index.embeddings[cand].astype(np.float32, copy=False) @ vector
+            fused = fuse(cosine, lexical[i][cand], self.lexical_weight)
+            best = np.argsort(-fused, kind="stable")[: out_scores.shape[1]]
+            out_scores[i, : len(best)], out_rows[i, : len(best)] = fused[best], cand[best]
+        return out_scores, out_rows
 
     def as_langchain(self, k: int | None = None) -> ReasonRAGRetriever:
         """This retriever as a langchain-core BaseRetriever (k defaults to this retriever's k)."""
