@@ -4,7 +4,8 @@
 
 Process CPU time (not wall time) in one process with one torch thread, so the figures are per core:
 encoding questions in batches, the FAISS search of the encoded batch, and one-query requests through
-the FastAPI app of `reasonrag serve` (in process, no socket) against the same searches made directly.
+the FastAPI app of `reasonrag serve` (in process, no socket) against the same searches made directly;
+searches with the default BM25 fusion and dense only (`lexical_weight` 0) side by side.
 Two cores encode at most 2000 / (encoder ms) queries a second however the server batches them: the
 bound that `benchmarks/serve_load.py` runs against. Run it alone (through ../shared/bin/heavy).
 """
@@ -50,12 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     retriever = DenseRetriever(corpus, show_progress=False)
     queries = [q.question for q in corpus.questions("dev")][: args.queries]
     n = len(queries)
-    retriever.search_batch(queries[:8], k=5)  # warm up
+    retriever.search_batch(queries[:8], k=5)  # warm up (and build the BM25 matrix)
     vectors = retriever.encode(queries)
     client = TestClient(make_app(retriever, batch=True))
     for q in queries[:5]:
         client.post("/retrieve", json={"queries": [q], "topk": 5})
     few = queries[:100]
+
+    def batched() -> None:
+        for i in range(0, n, args.batch):
+            retriever.search_batch(queries[i : i + args.batch], k=5)
+
+    fused = cpu_ms_each(batched, n)
+    weight, retriever.lexical_weight = retriever.lexical_weight, 0.0
+    dense = cpu_ms_each(batched, n)
+    retriever.lexical_weight = weight
     row = {
         "command": "python benchmarks/serve_cpu_split.py " + " ".join(sys.argv[1:]),
         "corpus": args.corpus,
@@ -63,12 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_at_start": round(os.getloadavg()[0], 2),
         "encode_ms_per_query": cpu_ms_each(lambda: retriever.encode(queries), n),
         "faiss_ms_per_query": cpu_ms_each(lambda: retriever.index.search(vectors, 5), n),
-        "search_batch_ms_per_query": cpu_ms_each(
-            lambda: [
-                retriever.search_batch(queries[i : i + args.batch], k=5) for i in range(0, n, args.batch)
-            ],
-            n,
-        ),
+        "lexical_weight": weight,
+        "search_batch_ms_per_query": fused,
+        "search_batch_ms_per_query_dense_only": dense,
         "single_query_search_ms": cpu_ms_each(
             lambda: [retriever.search_batch([q], k=5) for q in few], len(few)
         ),

@@ -55,6 +55,10 @@ class EmbeddedPolicyConfig:
     answer_sentences: int = 0  # the answer step reads only the best N kept sentences (0: all)
     either_or: bool = True  # "..., A or B?" questions answer with an option (dates decide temporal ones)
     reread_hops: int = 1  # extraction also re-reads the passages of this many earlier hops
+    # A sentence of a passage that nothing found so far points to (its title named neither in the question
+    # nor in the kept evidence, and no sentence of it kept) scores (1 - this) x its reader score: a
+    # "He was born in ..." of a stranger reads like the answer to "where was the director born?" (0: off).
+    title_link: float = 0.0
     answer_from_passages: bool = False  # the answer step reads whole evidence passages, not kept sentences
 
 
@@ -72,6 +76,23 @@ def evidence_chunks(evidence: list[dict[str, Any]]) -> list[Chunk]:
 
 def _passage_chunk(p: dict[str, Any]) -> Chunk:
     return Chunk(p["title"], tuple(p["sentences"]), p["id"])
+
+
+def _core_title(title: str) -> str:
+    """The title without its disambiguation ("Ghost in the Machine (film)" -> "ghost in machine")."""
+    return normalize_answer(title.split(" (")[0])
+
+
+def linked_passages(state: dict[str, Any]) -> set[str]:
+    """Ids of the retrieved passages that the question or the kept evidence points to."""
+    evidence = state.get("evidence", [])
+    text = f" {normalize_answer(' '.join([state['question'], *(e['text'] for e in evidence)]))} "
+    kept = {e["passage_id"] for e in evidence}
+    return {
+        p["id"]
+        for p in state.get("retrieved", [])
+        if p["id"] in kept or (_core_title(p["title"]) and f" {_core_title(p['title'])} " in text)
+    }
 
 
 def _confident(cands: list[Candidate], share: float) -> bool:
@@ -183,13 +204,15 @@ class EmbeddedPolicy:
         kept = {(e["passage_id"], e["sentence_index"]) for e in evidence}
         prior = evidence_chunks(evidence)
         readings = self.read(state["question"], [prior + [_passage_chunk(p)] for p in passages])
+        linked = linked_passages(state) if self.config.title_link > 0 else None
         scored = []
         for p, r in zip(passages, readings):
             ci = len(prior)
+            scale = 1.0 if linked is None or p["id"] in linked else 1.0 - self.config.title_link
             for si in range(len(p["sentences"])):
                 s = r.sentence_scores.get((ci, si))
                 if s is not None and (p["id"], si) not in kept:
-                    scored.append((s, p, si))
+                    scored.append((s * scale, p, si))
         scored.sort(key=lambda t: -t[0])
         return scored
 
