@@ -29,7 +29,10 @@ RETRIEVED = [
         "id": "nj",
         "title": "Nathan Juran (director)",
         "hop": 1,
-        "sentences": ["Nathan Juran was an art director and film director.", "He was born in Gura Humorului."],
+        "sentences": [
+            "Nathan Juran was an art director and film director.",
+            "He was born in Gura Humorului.",
+        ],
     },
     {
         "id": "eu",
