@@ -58,7 +58,7 @@ class EmbeddedPolicyConfig:
     # A sentence of a passage that nothing found so far points to (its title named neither in the question
     # nor in the kept evidence, and no sentence of it kept) scores (1 - this) x its reader score: a
     # "He was born in ..." of a stranger reads like the answer to "where was the director born?" (0: off).
-    title_link: float = 0.0
+    title_link: float = 0.5
     answer_from_passages: bool = False  # the answer step reads whole evidence passages, not kept sentences
 
 
