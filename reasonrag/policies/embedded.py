@@ -55,9 +55,10 @@ class EmbeddedPolicyConfig:
     answer_sentences: int = 0  # the answer step reads only the best N kept sentences (0: all)
     either_or: bool = True  # "..., A or B?" questions answer with an option (dates decide temporal ones)
     reread_hops: int = 1  # extraction also re-reads the passages of this many earlier hops
-    # A sentence of a passage that nothing found so far points to (its title named neither in the question
-    # nor in the kept evidence, and no sentence of it kept) scores (1 - this) x its reader score: a
-    # "He was born in ..." of a stranger reads like the answer to "where was the director born?" (0: off).
+    # Once evidence is kept, a sentence of a passage that nothing found so far points to (its title named
+    # neither in the question nor in the kept evidence, and no sentence of it kept) scores (1 - this) x its
+    # reader score: a stranger's "He was born in ..." reads like the answer to "where was the director
+    # born?" (0: off).
     title_link: float = 0.5
     answer_from_passages: bool = False  # the answer step reads whole evidence passages, not kept sentences
 
@@ -204,7 +205,8 @@ class EmbeddedPolicy:
         kept = {(e["passage_id"], e["sentence_index"]) for e in evidence}
         prior = evidence_chunks(evidence)
         readings = self.read(state["question"], [prior + [_passage_chunk(p)] for p in passages])
-        linked = linked_passages(state) if self.config.title_link > 0 else None
+        # Only once something was found: before that, only the question points (not at a bridge passage).
+        linked = linked_passages(state) if self.config.title_link > 0 and evidence else None
         scored = []
         for p, r in zip(passages, readings):
             ci = len(prior)
