@@ -79,9 +79,10 @@ def _passage_chunk(p: dict[str, Any]) -> Chunk:
     return Chunk(p["title"], tuple(p["sentences"]), p["id"])
 
 
-def _core_title(title: str) -> str:
-    """The title without its disambiguation ("Ghost in the Machine (film)" -> "ghost in machine")."""
-    return normalize_answer(title.split(" (")[0])
+def _named(title: str, text: str) -> bool:
+    """`text` (normalised, space-padded) names the title, its disambiguation aside ("Nathan Juran (director)")."""
+    core = normalize_answer(title.split(" (")[0])
+    return bool(core) and f" {core} " in text
 
 
 def linked_passages(state: dict[str, Any]) -> set[str]:
@@ -89,11 +90,7 @@ def linked_passages(state: dict[str, Any]) -> set[str]:
     evidence = state.get("evidence", [])
     text = f" {normalize_answer(' '.join([state['question'], *(e['text'] for e in evidence)]))} "
     kept = {e["passage_id"] for e in evidence}
-    return {
-        p["id"]
-        for p in state.get("retrieved", [])
-        if p["id"] in kept or (_core_title(p["title"]) and f" {_core_title(p['title'])} " in text)
-    }
+    return {p["id"] for p in state.get("retrieved", []) if p["id"] in kept or _named(p["title"], text)}
 
 
 def _confident(cands: list[Candidate], share: float) -> bool:

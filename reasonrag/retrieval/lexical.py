@@ -67,7 +67,6 @@ class LexicalIndex:
         self.weights = sp.csr_matrix(
             (np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(self.vocabulary), n)
         )
-        self.count = n
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """(len(queries), passages) BM25 scores; a query with no known term scores 0 everywhere."""
